@@ -34,6 +34,14 @@ class Task(ABC):
     default_weight: ClassVar[float] = 1.0
     label_channels: ClassVar[int] = 1
     ignore_value: ClassVar[float] = 255
+    #: the dataset / batch key holding this task's label; defaults to ``name`` (set for every
+    #: class that defines ``name``), so the LSB-study ``lsb_depth`` can read the ``depth`` label.
+    label_key: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and "label_key" not in cls.__dict__:
+            cls.label_key = cls.name
 
     def __init__(self, weight: float | None = None) -> None:
         self.weight = float(self.default_weight if weight is None else weight)

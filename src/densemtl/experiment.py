@@ -1,0 +1,194 @@
+"""Build a run from its (Hydra-composed) configuration, train it, evaluate it, write results.
+
+Everything here takes plain mappings, so the same functions serve the CLI, notebooks and tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from densemtl.data.datamodule import MultiTaskDataModule
+from densemtl.models import DenseMTLNet
+from densemtl.results import delta_m_of, format_table, load_baselines, write_json_atomic
+from densemtl.tasks import Task, build_task
+from densemtl.training.callbacks import AtomicCheckpointIO
+from densemtl.training.joint import JointModule
+from densemtl.training.single_tasking import SingleTaskingModule
+
+LOOPS = ("joint", "single_tasking")
+LOGGERS = ("csv", "wandb")
+
+
+def to_plain(cfg: Any) -> Any:
+    """OmegaConf → plain Python containers (what checkpoints and JSON may hold)."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def build_tasks(cfg: Mapping[str, Any]) -> dict[str, Task]:
+    """Task objects from ``cfg.tasks`` (name → constructor kwargs) plus the dataset's task
+    arguments (``cfg.data.task_args``, e.g. the number of semantic classes)."""
+    tasks_cfg = cfg.get("tasks") or {}
+    if not tasks_cfg:
+        raise ValueError("config 'tasks' is empty: choose a task set, e.g. tasks=pascal5")
+    data_args = (cfg.get("data") or {}).get("task_args") or {}
+    tasks = {}
+    for name, kwargs in tasks_cfg.items():
+        args = {**(data_args.get(name) or {}), **(kwargs or {})}
+        tasks[name] = build_task(name, **args)
+    return tasks
+
+
+def build_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> DenseMTLNet:
+    """The network of ``cfg.model`` + ``cfg.backbone`` + ``cfg.modulation`` for ``tasks``."""
+    model, mod = cfg["model"], cfg.get("modulation") or {}
+    return DenseMTLNet(
+        {t: task.out_channels for t, task in tasks.items()},
+        backbone=dict(cfg["backbone"]),
+        decoder=model.get("decoder", "deeplab"),
+        decoder_width=int(model.get("decoder_width", 64)),
+        se=mod.get("se", "none"),
+        per_task_bn=mod.get("per_task_bn"),
+        adapters=bool(mod.get("adapters", False)),
+        execution=model.get("execution", "sequential"),
+    )
+
+
+def build_module(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> pl.LightningModule:
+    """The Lightning module of ``cfg.model.loop`` around a freshly built network."""
+    loop = cfg["model"].get("loop", "joint")
+    if loop not in LOOPS:
+        raise ValueError(f"model.loop={loop!r} is not one of {', '.join(LOOPS)}")
+    net = build_net(cfg, tasks)
+    common = dict(net=net, tasks=tasks, optimizer=dict(cfg["optimizer"]), config=to_plain(cfg))
+    if loop == "joint":
+        if (cfg.get("adversarial") or {}).get("enabled"):
+            raise ValueError("adversarial.enabled needs model.loop=single_tasking")
+        return JointModule(**common)
+    return SingleTaskingModule(
+        **common,
+        schedule=cfg["model"].get("schedule", "per_task"),
+        task_order=cfg["model"].get("task_order"),
+        adversarial=dict(cfg.get("adversarial") or {}),
+        feature_channels=int(cfg["model"].get("decoder_width", 64)),
+    )
+
+
+def build_datamodule(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> MultiTaskDataModule:
+    """DataModule for ``cfg.data`` over the given tasks."""
+    return MultiTaskDataModule.from_config(dict(cfg["data"]), tasks)
+
+
+def build_logger(cfg: Mapping[str, Any], output_dir: Path):
+    """CSV (default) or wandb logger writing into the run directory."""
+    lcfg = cfg.get("logger") or {"name": "csv"}
+    name = lcfg.get("name", "csv")
+    if name == "csv":
+        return pl.loggers.CSVLogger(save_dir=str(output_dir), name="", version="")
+    if name == "wandb":
+        return pl.loggers.WandbLogger(
+            project=lcfg.get("project", "densemtl"),
+            save_dir=str(output_dir),
+            offline=bool(lcfg.get("offline", True)),
+            config=to_plain(cfg),
+        )
+    raise ValueError(f"logger.name={name!r} is not one of {', '.join(LOGGERS)}")
+
+
+def build_trainer(cfg: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
+    """Trainer with the configured arguments, a crash-safe ``last.ckpt`` and the logger."""
+    targs = dict(cfg.get("trainer") or {})
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0
+    )
+    return pl.Trainer(
+        default_root_dir=str(output_dir),
+        logger=build_logger(cfg, output_dir),
+        callbacks=[checkpoint],
+        plugins=[AtomicCheckpointIO()],
+        **targs,
+    )
+
+
+def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
+    """Train (and evaluate) one configured run; returns the ``metrics.json`` payload."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.get("seed", 0)), workers=True)
+    tasks = build_tasks(cfg)
+    baselines = load_baselines(cfg.get("baselines"))
+    datamodule = build_datamodule(cfg, tasks)
+    module = build_module(cfg, tasks)
+    trainer = build_trainer(cfg, output_dir)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - start
+    if not cfg.get("evaluate", True):
+        return {}
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    return finish(cfg, module, output_dir, baselines, train_seconds=train_seconds)
+
+
+def finish(
+    cfg: Mapping[str, Any],
+    module: pl.LightningModule,
+    output_dir: Path,
+    baselines: Mapping | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write ``metrics.json`` for a validated module and print the summary table."""
+    results = module.val_results
+    payload: dict[str, Any] = {
+        "name": cfg.get("name"),
+        "dataset": dict(cfg.get("data") or {}).get("name"),
+        "tasks": results,
+        "config": to_plain(cfg),
+        **extra,
+    }
+    if baselines is not None:
+        payload["delta_m"] = delta_m_of(results, baselines, module.tasks)
+    path = write_json_atomic(output_dir / "metrics.json", payload)
+    print(f"\nResults ({payload['name']}):\n{format_table(results, module.tasks)}")
+    if "delta_m" in payload:
+        d = payload["delta_m"]
+        print(f"  Δm: drop {d['delta_m_drop']:.2f} % (gain {d['delta_m_gain']:+.2f} %)")
+    print(f"Written: {path}\nCheckpoints: {output_dir / 'checkpoints'}")
+    return payload
+
+
+def load_module(ckpt_path: str | Path) -> pl.LightningModule:
+    """Rebuild a trained module from a checkpoint (loaded with ``weights_only=True``)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = ckpt.get("hyper_parameters", {}).get("config")
+    if not cfg:
+        raise ValueError(f"checkpoint {path} holds no densemtl config (hyper_parameters.config)")
+    tasks = build_tasks(cfg)
+    module = build_module(cfg, tasks)
+    module.load_state_dict(ckpt["state_dict"])
+    return module
+
+
+def evaluate_checkpoint(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
+    """Validate the checkpoint ``cfg.ckpt_path`` on its run's dataset; writes ``metrics.json``."""
+    output_dir = Path(output_dir)
+    module = load_module(cfg["ckpt_path"])
+    run_cfg = OmegaConf.merge(
+        OmegaConf.create(module.hparams["config"]), {"data": to_plain(cfg.get("data") or {})}
+    )
+    datamodule = build_datamodule(run_cfg, module.tasks)
+    targs = {k: v for k, v in dict(cfg.get("trainer") or {}).items() if k != "max_epochs"}
+    trainer = pl.Trainer(default_root_dir=str(output_dir), logger=False, **targs)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    baselines = load_baselines(cfg.get("baselines"))
+    return finish(run_cfg, module, output_dir, baselines, checkpoint=str(cfg["ckpt_path"]))

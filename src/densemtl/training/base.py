@@ -1,0 +1,118 @@
+"""What the joint and single-tasking Lightning modules share: validation, metrics, optimisers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from densemtl.tasks import Task
+from densemtl.training.optim import build_optimizer, build_schedule
+
+
+class MultiTaskModule(pl.LightningModule):
+    """Holds the network, the task objects and their validation metrics.
+
+    Subclasses implement ``training_step``. ``config`` is the run's plain-dict configuration; it is
+    the only hyper-parameter saved, so checkpoints load with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        tasks: Mapping[str, Task],
+        optimizer: Mapping[str, Any],
+        config: Mapping[str, Any] | None = None,
+        max_bad_steps: int = 20,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": dict(config or {})})
+        self.net = net
+        self.tasks = dict(tasks)
+        self.task_names = list(self.tasks)
+        self.optimizer_cfg = dict(optimizer)
+        self.val_metrics = nn.ModuleDict({t: task.make_metric() for t, task in self.tasks.items()})
+        self.val_results: dict[str, dict[str, float]] = {}
+        self.max_bad_steps = int(max_bad_steps)
+        self.bad_steps = 0
+
+    # -- losses -------------------------------------------------------------------------------
+    def task_losses(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict:
+        """Unweighted loss per task of ``preds`` against the batch labels."""
+        return {t: self.tasks[t].loss(preds[t], batch[t]) for t in preds}
+
+    def losses_finite(self, losses: Mapping[str, Tensor]) -> bool:
+        """True if every loss is finite on every process (all processes take the same branch).
+
+        A non-finite step is skipped and logged with the task names; after ``max_bad_steps``
+        consecutive bad steps training stops with a clear message (the last good checkpoint stays).
+        """
+        bad = [t for t, v in losses.items() if not torch.isfinite(v.detach()).all()]
+        ok = self.trainer.strategy.reduce_boolean_decision(not bad, all=True)
+        if ok:
+            self.bad_steps = 0
+            return True
+        self.bad_steps += 1
+        names = ", ".join(bad) or "(another process)"
+        self.print(f"step {self.global_step}: non-finite loss in {names}; step skipped")
+        if self.bad_steps >= self.max_bad_steps:
+            raise RuntimeError(
+                f"{self.bad_steps} consecutive steps with non-finite losses (last: {names}); "
+                "stopping. The last good checkpoint is kept in the run's checkpoints/ folder."
+            )
+        return False
+
+    def log_losses(self, losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
+        """Log raw losses, weights and loss scales (w·L) per task."""
+        for t, value in losses.items():
+            v = value.detach()
+            self.log(f"train/loss/{t}", v, on_step=True, on_epoch=True)
+            self.log(f"train/weight/{t}", float(weights[t]), on_step=False, on_epoch=True)
+            self.log(f"train/scale/{t}", v * float(weights[t]), on_step=False, on_epoch=True)
+
+    # -- validation ---------------------------------------------------------------------------
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        preds = self.net(batch["image"], self.task_names)
+        for t, task in self.tasks.items():
+            loss = task.loss(preds[t], batch[t])
+            self.log(f"val/loss/{t}", loss, on_epoch=True, batch_size=batch["image"].shape[0])
+            self.val_metrics[t].update(task.decode(preds[t]), batch[t])
+
+    def on_validation_epoch_end(self) -> None:
+        results: dict[str, dict[str, float]] = {}
+        for t, metric in self.val_metrics.items():
+            values = metric.compute()
+            results[t] = {k: float(v) for k, v in values.items()}
+            for k, v in results[t].items():
+                self.log(f"val/{t}/{k}", v, sync_dist=False)
+            metric.reset()
+        self.val_results = results
+
+    # -- optimisation -------------------------------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        """Parameter groups; subclasses scale the shared group or add their own modules."""
+        return [{"name": "net", "params": list(self.net.parameters())}]
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.optimizer_cfg, self.param_groups())
+        total = self.total_iterations()
+        schedule = build_schedule(self.optimizer_cfg, optimizer, total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": schedule, "interval": "step"},
+        }
+
+    def total_iterations(self) -> int:
+        """Minibatches in the whole run (the poly schedule's horizon)."""
+        trainer = self._trainer
+        if trainer is None:
+            return 1
+        return max(int(trainer.estimated_stepping_batches), 1)
+
+    def progress(self) -> float:
+        """Fraction of the run's minibatches done (drives λ schedules)."""
+        it = self.trainer.fit_loop.epoch_loop.total_batch_idx if self._trainer else 0
+        return min(it / self.total_iterations(), 1.0)
