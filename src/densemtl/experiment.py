@@ -35,10 +35,18 @@ def to_plain(cfg: Any) -> Any:
 
 def build_tasks(cfg: Mapping[str, Any]) -> dict[str, Task]:
     """Task objects from ``cfg.tasks`` (name → constructor kwargs) plus the dataset's task
-    arguments (``cfg.data.task_args``, e.g. the number of semantic classes)."""
+    arguments (``cfg.data.task_args``, e.g. the number of semantic classes); ``cfg.single_task``
+    keeps one task of the set (the single-task baselines)."""
     tasks_cfg = cfg.get("tasks") or {}
     if not tasks_cfg:
         raise ValueError("config 'tasks' is empty: choose a task set, e.g. tasks=pascal5")
+    only = cfg.get("single_task")
+    if only is not None:
+        if only not in tasks_cfg:
+            raise ValueError(
+                f"single_task={only!r} is not in the task set ({', '.join(tasks_cfg)})"
+            )
+        tasks_cfg = {only: tasks_cfg[only]}
     data_args = (cfg.get("data") or {}).get("task_args") or {}
     tasks = {}
     for name, kwargs in tasks_cfg.items():

@@ -32,7 +32,9 @@ def _check_dense(metric: Metric, preds: Tensor, target: Tensor, channels: int | 
     _check_same_shape(metric, preds, target)
     if preds.dim() != 4 or (channels is not None and preds.shape[1] != channels):
         want = f"B×{channels}×H×W" if channels is not None else "B×C×H×W"
-        raise ValueError(f"{type(metric).__name__}: expected {want} tensors, got {tuple(preds.shape)}")
+        raise ValueError(
+            f"{type(metric).__name__}: expected {want} tensors, got {tuple(preds.shape)}"
+        )
 
 
 class SegmentationMetric(Metric):
@@ -228,7 +230,9 @@ class DepthMetric(Metric):
         sq, log_sq = self.sq / n, self.log_sq / n
         if self.pooled:
             sq, log_sq = sq.sqrt(), log_sq.sqrt()
-        return {"rmse": sq, "log_rmse": log_sq, "delta1": self.delta1 / n, "abs_rel": self.abs_rel / n}
+        return {
+            "rmse": sq, "log_rmse": log_sq, "delta1": self.delta1 / n, "abs_rel": self.abs_rel / n
+        }
 
 
 class RegressionMetric(Metric):

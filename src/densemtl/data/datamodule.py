@@ -1,0 +1,222 @@
+"""The LightningDataModule: a dataset chosen by name, wrapped with the augmentation pipelines.
+
+Datasets register a builder under a name (``register_dataset``), the way tasks do; a builder is
+called as ``builder(split=..., tasks=[label keys], **dataset_kwargs)`` and returns a map-style
+dataset of numpy samples ``{"image", <label key>..., "meta"}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
+
+from densemtl.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MultiTaskTransform,
+    Sample,
+    build_transforms,
+)
+from densemtl.tasks.base import Task
+
+DatasetBuilder = Callable[..., Dataset]
+
+DATASET_REGISTRY: dict[str, DatasetBuilder] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Decorator: make a dataset builder available to the DataModule under ``name``."""
+
+    def decorate(builder: DatasetBuilder) -> DatasetBuilder:
+        if name in DATASET_REGISTRY:
+            raise ValueError(f"dataset name {name!r} registered twice")
+        DATASET_REGISTRY[name] = builder
+        return builder
+
+    return decorate
+
+
+def build_dataset(name: str, split: str, tasks: Sequence[str], **kwargs: Any) -> Dataset:
+    """Build the ``split`` of dataset ``name`` with labels ``tasks``; unknown names list the valid."""
+    if name not in DATASET_REGISTRY:
+        raise KeyError(f"unknown dataset {name!r}; valid datasets: "
+                       f"{', '.join(sorted(DATASET_REGISTRY))}")
+    return DATASET_REGISTRY[name](split=split, tasks=list(tasks), **kwargs)
+
+
+@register_dataset("synthetic")
+def build_synthetic(
+    split: str,
+    tasks: Sequence[str],
+    root: str,
+    n: int,
+    size: int | tuple[int, int],
+    seed: int = 0,
+    extras: bool = False,
+) -> Dataset:
+    """The embedded synthetic scenes (generated into ``root`` on first use)."""
+    from densemtl.data.synthetic import SyntheticScenes
+
+    return SyntheticScenes(root=root, n=n, size=size, seed=seed, split=split, tasks=list(tasks),
+                           extras=extras)
+
+
+class TransformedDataset(Dataset):
+    """A dataset of numpy samples seen through a ``numpy -> torch`` transform."""
+
+    def __init__(self, base: Dataset, transform: Callable[[Mapping[str, Any]], Sample]) -> None:
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.transform(self.base[index])
+
+
+def collate_samples(samples: Sequence[Sample]) -> dict[str, Any]:
+    """Stack tensors with ``default_collate``; keep ``meta`` as a list of per-sample dicts.
+
+    Why not collate ``meta`` too: it holds per-sample odds and ends (ids, tuples of sizes, values
+    that may be ``None``) that ``default_collate`` would transpose into per-key lists or reject.
+    """
+    batch = default_collate([{k: v for k, v in s.items() if k != "meta"} for s in samples])
+    batch["meta"] = [s.get("meta", {}) for s in samples]
+    return batch
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: reseed the worker's copy of the augmentation pipeline.
+
+    Forked workers inherit the pipeline's random state, so without this every worker draws the
+    same augmentations. The worker's torch seed differs per worker and per epoch and follows
+    ``seed_everything``, so runs stay reproducible.
+    """
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if isinstance(transform, MultiTaskTransform):
+        transform.set_seed(info.seed % 2**32)
+
+
+class MultiTaskDataModule(pl.LightningDataModule):
+    """Train/val loaders over a registered dataset for any subset of tasks.
+
+    ``tasks`` maps task names to task objects; the batch holds ``image`` (``float32 B×3×H×W``),
+    one tensor per task in the torch label convention and ``meta`` (list of dicts). Training
+    batches are augmented (see :func:`build_transforms`) and need a fixed ``crop_size`` unless
+    the images already share one size and random scaling is off; validation images are only
+    standardised and, with ``val_pad_to``, padded to one size.
+    """
+
+    def __init__(
+        self,
+        tasks: Mapping[str, Task],
+        dataset: str = "synthetic",
+        dataset_kwargs: Mapping[str, Any] | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        crop_size: tuple[int, int] | int | None = None,
+        scale_range: tuple[float, float] | None = (0.5, 2.0),
+        hflip: bool | float = True,
+        rotate_deg: float | tuple[float, float] = 0.0,
+        color_jitter: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        val_pad_to: tuple[int, int] | int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("tasks is empty: the DataModule needs at least one task")
+        if dataset not in DATASET_REGISTRY:
+            raise KeyError(f"unknown dataset {dataset!r}; valid datasets: "
+                           f"{', '.join(sorted(DATASET_REGISTRY))}")
+        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
+            raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, "
+                             f"val_batch_size={val_batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        scaling = scale_range is not None and tuple(scale_range) != (1.0, 1.0)
+        if crop_size is None and scaling:
+            raise ValueError("training batches need one image size: set crop_size, or disable "
+                             f"random scaling (scale_range=None; got {scale_range!r})")
+        self.tasks = dict(tasks)
+        self.dataset_name = dataset
+        self.dataset_kwargs = dict(dataset_kwargs or {})
+        self.train_split = train_split
+        self.val_split = val_split
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_transform = build_transforms(
+            self.tasks, train=True, crop_size=crop_size, scale_range=scale_range, hflip=hflip,
+            rotate_deg=rotate_deg, color_jitter=color_jitter, mean=mean, std=std, seed=seed)
+        self.val_transform = build_transforms(
+            self.tasks, train=False, crop_size=None, mean=mean, std=std, pad_to=val_pad_to)
+        self.train_set: TransformedDataset | None = None
+        self.val_set: TransformedDataset | None = None
+
+    @property
+    def label_keys(self) -> list[str]:
+        """The dataset labels the tasks read (tasks sharing a label load it once)."""
+        keys = [getattr(task, "label_key", name) for name, task in self.tasks.items()]
+        return list(dict.fromkeys(keys))
+
+    def _build(self, split: str) -> Dataset:
+        return build_dataset(self.dataset_name, split, self.label_keys, **self.dataset_kwargs)
+
+    def prepare_data(self) -> None:
+        """Build both splits once on the main process (generates on-disk caches, e.g. synthetic)."""
+        self._build(self.train_split)
+        self._build(self.val_split)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets the stage needs and wrap them with their transforms."""
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = TransformedDataset(self._build(self.train_split),
+                                                self.train_transform)
+        if stage in (None, "fit", "validate") and self.val_set is None:
+            self.val_set = TransformedDataset(self._build(self.val_split), self.val_transform)
+
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for dataloaders")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.val_batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            collate_fn=collate_samples,
+            worker_init_fn=seed_worker,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented training batches (the last incomplete batch is dropped)."""
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in dataset order, un-augmented."""
+        return self._loader(self.val_set, train=False)
+
+
+__all__ = [
+    "DATASET_REGISTRY",
+    "MultiTaskDataModule",
+    "TransformedDataset",
+    "build_dataset",
+    "collate_samples",
+    "register_dataset",
+    "seed_worker",
+]

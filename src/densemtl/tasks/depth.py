@@ -1,0 +1,82 @@
+"""Monocular depth: 1 channel (metres), L1 + gradient L1, RMSE / log-RMSE / δ1 / abs-rel."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+
+from densemtl.metrics.dense import DepthMetric
+from densemtl.tasks.base import Task, masked_mean, register_task
+from densemtl.tasks.common import check_pair, colorize_unit, masked_l1, normalize_range
+
+
+def gradient_l1(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """Σ over x and y of the mean |Δp − Δt| of neighbouring differences, each mean taken over
+    pairs whose two pixels are both valid (a difference across an invalid pixel is no gradient)."""
+    total = pred.new_zeros(())
+    for axis in (-1, -2):
+        n = valid.shape[axis]
+        both = valid.narrow(axis, 1, n - 1) & valid.narrow(axis, 0, n - 1)
+        total = total + masked_mean((pred.diff(dim=axis) - target.diff(dim=axis)).abs(), both)
+    return total
+
+
+@register_task
+class Depth(Task):
+    """Depth (SPEC §1), weight 1: mean |d̂ − d| over valid pixels + ``gradient_l1`` (the
+    smoothness term of Eigen & Fergus that ASTMT uses, with L1 instead of L2).
+
+    GT 0 = invalid. ``pooled`` selects the metric mode (``DepthMetric``: over all valid pixels, or
+    per image averaged).
+    """
+
+    name = "depth"
+    kind = "dense"
+    default_weight = 1.0
+    ignore_value = 0
+    primary_metrics = {"rmse": False}
+
+    def __init__(self, pooled: bool = True, weight: float | None = None):
+        super().__init__(weight)
+        self.pooled = bool(pooled)
+
+    @property
+    def out_channels(self) -> int:
+        """Depth in metres."""
+        return 1
+
+    def valid_mask(self, target: Tensor) -> Tensor:
+        """Pixels with positive depth."""
+        return target[:, 0] > 0
+
+    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """L1 on valid pixels plus L1 on spatial gradients."""
+        check_pair(self, pred, target)
+        valid = self.valid_mask(target)
+        return masked_l1(pred, target, valid) + gradient_l1(pred, target, valid)
+
+    def decode(self, pred: Tensor) -> Tensor:
+        """Negative depth is meaningless: clamp at 0."""
+        return pred.clamp_min(0)
+
+    def make_metric(self) -> DepthMetric:
+        """``{"rmse", "log_rmse", "delta1", "abs_rel"}``, pooled or per image."""
+        return DepthMetric(pooled=self.pooled)
+
+    def scale_label(self, label: np.ndarray, scale: float) -> np.ndarray:
+        """Zooming in by ``scale`` looks like moving closer: divide depth by it (0 stays 0)."""
+        if not scale > 0:
+            raise ValueError(f"{self.name}: scale must be positive, got {scale!r}")
+        return label / np.asarray(scale, dtype=label.dtype)
+
+    def colorize(self, label: Tensor) -> np.ndarray:
+        """Per-image min-max over valid pixels through the ``magma`` colour map.
+
+        matplotlib is imported here so that only processes drawing pictures pay for it.
+        """
+        from matplotlib import colormaps
+
+        valid = self.valid_mask(label.unsqueeze(0))[0]
+        unit = normalize_range(label, valid)[0].cpu().numpy()
+        rgb = colormaps["magma"](unit)[..., :3]
+        return colorize_unit(torch_from_rgb(rgb), valid)
