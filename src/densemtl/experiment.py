@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from densemtl.data.datamodule import MultiTaskDataModule
 from densemtl.models import DenseMTLNet
+from densemtl.resources import resource_report
 from densemtl.results import delta_m_of, format_table, load_baselines, write_json_atomic
 from densemtl.tasks import Task, build_task
 from densemtl.training.callbacks import AtomicCheckpointIO
@@ -142,7 +143,11 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     if not cfg.get("evaluate", True):
         return {}
     trainer.validate(module, datamodule=datamodule, verbose=False)
-    return finish(cfg, module, output_dir, baselines, train_seconds=train_seconds)
+    data = cfg["data"]
+    size = data.get("crop_size") or data.get("size") or 512
+    size = int(size if isinstance(size, int) else max(size))
+    cost = resource_report(module.net, list(tasks), size)
+    return finish(cfg, module, output_dir, baselines, train_seconds=train_seconds, resources=cost)
 
 
 def finish(

@@ -8,7 +8,7 @@ dataset of numpy samples ``{"image", <label key>..., "meta"}``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
@@ -40,7 +40,7 @@ def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
 
 
 def build_dataset(name: str, split: str, tasks: Sequence[str], **kwargs: Any) -> Dataset:
-    """Build the ``split`` of dataset ``name`` with labels ``tasks``; unknown names list the valid."""
+    """Build ``split`` of dataset ``name`` with labels ``tasks``; unknown names list valid ones."""
     if name not in DATASET_REGISTRY:
         raise KeyError(f"unknown dataset {name!r}; valid datasets: "
                        f"{', '.join(sorted(DATASET_REGISTRY))}")
@@ -164,6 +164,47 @@ class MultiTaskDataModule(pl.LightningDataModule):
             self.tasks, train=False, crop_size=None, mean=mean, std=std, pad_to=val_pad_to)
         self.train_set: TransformedDataset | None = None
         self.val_set: TransformedDataset | None = None
+
+    #: keys of a ``data`` config that configure the loaders rather than the dataset
+    LOADER_KEYS: ClassVar[tuple[str, ...]] = (
+        "batch_size", "val_batch_size", "num_workers", "pin_memory", "crop_size", "val_pad_to",
+        "train_split", "val_split", "seed",
+    )
+    #: keys allowed under ``augment`` (arguments of :func:`build_transforms`)
+    AUGMENT_KEYS: ClassVar[tuple[str, ...]] = (
+        "scale_range", "hflip", "rotate_deg", "color_jitter", "mean", "std",
+    )
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> MultiTaskDataModule:
+        """Build from a ``data`` config: ``name``, loader keys, ``augment: {...}``; every other
+        key is a dataset argument (``task_args`` is skipped: it configures the tasks).
+
+        ``crop_size: null`` means "the dataset's ``size``" when the config has one, so the
+        default synthetic config trains on fixed-size random-scaled crops.
+        """
+        cfg = dict(cfg)
+        if "name" not in cfg:
+            raise KeyError(f"data config needs 'name' (one of "
+                           f"{', '.join(sorted(DATASET_REGISTRY))}); got keys {sorted(cfg)}")
+        name = cfg.pop("name")
+        cfg.pop("task_args", None)
+        augment = dict(cfg.pop("augment", None) or {})
+        unknown = sorted(set(augment) - set(cls.AUGMENT_KEYS))
+        if unknown:
+            raise KeyError(f"data.augment has unknown keys {unknown}; allowed: "
+                           f"{', '.join(cls.AUGMENT_KEYS)}")
+        loader = {k: cfg.pop(k) for k in cls.LOADER_KEYS if k in cfg}
+        if loader.get("crop_size") is None and "size" in cfg:
+            loader["crop_size"] = cfg["size"]
+        for key in ("scale_range", "rotate_deg", "mean", "std"):
+            if isinstance(augment.get(key), Sequence):
+                augment[key] = tuple(augment[key])  # OmegaConf lists -> tuples
+        if isinstance(loader.get("crop_size"), Sequence):
+            loader["crop_size"] = tuple(loader["crop_size"])
+        if isinstance(loader.get("val_pad_to"), Sequence):
+            loader["val_pad_to"] = tuple(loader["val_pad_to"])
+        return cls(tasks, dataset=name, dataset_kwargs=cfg, **loader, **augment)
 
     @property
     def label_keys(self) -> list[str]:

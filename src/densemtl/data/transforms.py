@@ -34,7 +34,9 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 #: Colour jitter strengths used when ``color_jitter=True`` (mild: they must not change what a
 #: saliency or segmentation label means).
-COLOR_JITTER: dict[str, float] = {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.05}
+COLOR_JITTER: dict[str, float] = {
+    "brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.05,
+}
 
 _VALID_KEY = "valid_px"  # the extra uint8 mask that tracks which output pixels came from the input
 _LABEL_PREFIX = "label_"
@@ -153,7 +155,8 @@ class MultiTaskTransform:
                 else:
                     label = task.hflip_label(label)
             if self.geometric:
-                label = np.where(valid[..., None], label, np.asarray(task.ignore_value, label.dtype))
+                ignore = np.asarray(task.ignore_value, label.dtype)
+                label = np.where(valid[..., None], label, ignore)
             result[name] = to_torch_label(label, task)
 
         meta = dict(sample.get("meta", {}))

@@ -9,6 +9,7 @@ DeepLab-v3+ skip connection) and the final features. Every backbone lists its
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -59,7 +60,7 @@ class BlockSlots:
     conv: str | None
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Module, ABC):
     """Encoder interface: ``forward_stem`` then ``forward_body`` -> (stride-4 low, final) features.
 
     Attributes ``low_channels``, ``high_channels``, ``output_stride`` and ``mobile`` (MobileNet:
@@ -75,17 +76,17 @@ class Backbone(nn.Module):
         """Shared stem (conv + BN + act [+ pool]); never task-conditioned."""
         return self.stem(x)
 
+    @abstractmethod
     def forward_body(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Blocks after the stem: returns (stride-4 features, final features)."""
-        raise NotImplementedError  # noqa: abstract interface, implemented by every backbone
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Stem then body: (stride-4 low-level features, final features)."""
         return self.forward_body(self.forward_stem(x))
 
+    @abstractmethod
     def conditioning_slots(self) -> Iterator[tuple[nn.Module, BlockSlots]]:
         """Blocks whose SE / BN / conv the task conditioning converts (stem excluded)."""
-        raise NotImplementedError  # noqa: abstract interface, implemented by every backbone
 
 
 class SEResNetBackbone(Backbone):

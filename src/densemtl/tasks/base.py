@@ -58,7 +58,7 @@ class Task(ABC):
 
     @abstractmethod
     def decode(self, pred: Tensor) -> Tensor:
-        """Raw network output -> prediction in label space (class ids, probabilities, unit vectors…)."""
+        """Raw network output -> label space (class ids, probabilities, unit vectors…)."""
 
     def valid_mask(self, target: Tensor) -> Tensor:
         """Boolean ``B×H×W`` mask of pixels that carry a label."""

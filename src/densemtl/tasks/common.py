@@ -49,7 +49,9 @@ def cross_entropy_ignore(logits: Tensor, target: Tensor, ignore_index: int) -> T
     return masked_mean(per_pixel, target != ignore_index)
 
 
-def weighted_bce(logits: Tensor, target: Tensor, pos_weight: float | Tensor, valid: Tensor) -> Tensor:
+def weighted_bce(
+    logits: Tensor, target: Tensor, pos_weight: float | Tensor, valid: Tensor
+) -> Tensor:
     """Mean over valid pixels of −[w·y·log σ(x) + (1−w)(1−y)·log(1−σ(x))].
 
     Normalised by the number of *valid* pixels; the public ASTMT code divides the same sum by all

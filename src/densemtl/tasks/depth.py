@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from densemtl.metrics.dense import DepthMetric
@@ -78,5 +79,5 @@ class Depth(Task):
 
         valid = self.valid_mask(label.unsqueeze(0))[0]
         unit = normalize_range(label, valid)[0].cpu().numpy()
-        rgb = colormaps["magma"](unit)[..., :3]
-        return colorize_unit(torch_from_rgb(rgb), valid)
+        rgb = torch.from_numpy(colormaps["magma"](unit)[..., :3]).permute(2, 0, 1)
+        return colorize_unit(rgb, valid)

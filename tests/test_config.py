@@ -1,0 +1,57 @@
+"""The Hydra config tree composes in-process, and bad choices fail at start with the options."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from densemtl.config import compose, conf_dir
+from densemtl.experiment import build_net, build_tasks
+
+EXPERIMENTS = sorted(
+    str(p.relative_to(conf_dir() / "experiment").with_suffix(""))
+    for p in (conf_dir() / "experiment").rglob("*.yaml")
+)
+
+
+def test_default_config_is_attentive_single_tasking():
+    cfg = compose()
+    assert cfg.model.loop == "single_tasking"
+    assert cfg.modulation.se != "none"
+    assert list(cfg.tasks) == ["semseg", "human_parts", "edge", "normals", "sal", "depth"]
+    tasks = build_tasks(cfg)
+    assert tasks["edge"].weight == 50 and tasks["normals"].weight == 10
+    assert tasks["human_parts"].weight == 2 and tasks["sal"].weight == 5
+
+
+def test_unknown_group_choice_lists_options():
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as err:
+        compose(["model=astmtt"])
+    assert "mtl_baseline" in str(err.value) and "astmt" in str(err.value)
+
+
+def test_unknown_key_rejected():
+    with pytest.raises(ConfigCompositionException, match="max_epoch"):
+        compose(["trainer.max_epoch=3"])
+
+
+def test_unknown_task_lists_valid_tasks():
+    cfg = compose(["+tasks.segmantic={}"])
+    with pytest.raises(KeyError, match="semseg"):
+        build_tasks(cfg)
+
+
+def test_single_task_keeps_one_task():
+    cfg = compose(["single_task=normals"])
+    assert list(build_tasks(cfg)) == ["normals"]
+    with pytest.raises(ValueError, match="albedo"):
+        build_tasks(compose(["single_task=albedo"]))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_row_builds(name):
+    cfg = compose([f"experiment={name}"])
+    tasks = build_tasks(cfg)
+    net = build_net(cfg, tasks)
+    assert set(net.tasks if hasattr(net, "tasks") else tasks) == set(tasks)
+    assert cfg.name == Path(name).name
