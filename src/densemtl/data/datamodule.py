@@ -11,8 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
+from densemtl.data.synthetic import SyntheticScenes
 from densemtl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -48,20 +50,13 @@ def build_dataset(name: str, split: str, tasks: Sequence[str], **kwargs: Any) ->
 
 
 @register_dataset("synthetic")
-def build_synthetic(
-    split: str,
-    tasks: Sequence[str],
-    root: str,
-    n: int,
-    size: int | tuple[int, int],
-    seed: int = 0,
-    extras: bool = False,
-) -> Dataset:
-    """The embedded synthetic scenes (generated into ``root`` on first use)."""
-    from densemtl.data.synthetic import SyntheticScenes
+def build_synthetic(split: str, tasks: Sequence[str], **kwargs: Any) -> Dataset:
+    """The embedded synthetic scenes (cached on first use).
 
-    return SyntheticScenes(root=root, n=n, size=size, seed=seed, split=split, tasks=list(tasks),
-                           extras=extras)
+    ``kwargs`` are :class:`SyntheticScenes` arguments: ``root``, ``n``, ``size``, ``seed``,
+    ``val_fraction``, ``extras``, ``workers``, ``progress``.
+    """
+    return SyntheticScenes(split=split, tasks=list(tasks), **kwargs)
 
 
 class TransformedDataset(Dataset):
@@ -109,7 +104,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
     one tensor per task in the torch label convention and ``meta`` (list of dicts). Training
     batches are augmented (see :func:`build_transforms`) and need a fixed ``crop_size`` unless
     the images already share one size and random scaling is off; validation images are only
-    standardised and, with ``val_pad_to``, padded to one size.
+    standardised and, with ``val_pad_to``, padded to one size. ``aug_seed`` seeds the
+    augmentation draws of the main process (default: from torch's seed, so ``seed_everything``
+    makes ``num_workers=0`` runs repeatable); workers reseed from their torch seed.
     """
 
     def __init__(
@@ -131,7 +128,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         val_pad_to: tuple[int, int] | int | None = None,
-        seed: int | None = None,
+        aug_seed: int | None = None,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -159,7 +156,8 @@ class MultiTaskDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.train_transform = build_transforms(
             self.tasks, train=True, crop_size=crop_size, scale_range=scale_range, hflip=hflip,
-            rotate_deg=rotate_deg, color_jitter=color_jitter, mean=mean, std=std, seed=seed)
+            rotate_deg=rotate_deg, color_jitter=color_jitter, mean=mean, std=std,
+            seed=torch.initial_seed() % 2**32 if aug_seed is None else aug_seed)
         self.val_transform = build_transforms(
             self.tasks, train=False, crop_size=None, mean=mean, std=std, pad_to=val_pad_to)
         self.train_set: TransformedDataset | None = None
@@ -168,7 +166,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
     #: keys of a ``data`` config that configure the loaders rather than the dataset
     LOADER_KEYS: ClassVar[tuple[str, ...]] = (
         "batch_size", "val_batch_size", "num_workers", "pin_memory", "crop_size", "val_pad_to",
-        "train_split", "val_split", "seed",
+        "train_split", "val_split", "aug_seed",
     )
     #: keys allowed under ``augment`` (arguments of :func:`build_transforms`)
     AUGMENT_KEYS: ClassVar[tuple[str, ...]] = (

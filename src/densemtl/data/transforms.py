@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
@@ -205,7 +205,7 @@ def build_transforms(
     std: Sequence[float] = IMAGENET_STD,
     pad_to: tuple[int, int] | int | None = None,
     seed: int | None = None,
-) -> Callable[[Mapping[str, Any]], Sample]:
+) -> MultiTaskTransform:
     """The ``numpy sample -> torch sample`` pipeline for ``tasks`` (SPEC §5 "Augmentation").
 
     Training (``train=True``), in this order: random scale in ``scale_range`` (depth divided by
@@ -215,9 +215,9 @@ def build_transforms(
     standardisation with ``mean``/``std`` (fractions of 255). Evaluation (``train=False``) only
     pads to ``pad_to`` (bottom/right, no resizing, so predictions crop back to
     ``meta["aug"]["input_size"]``) and standardises; a ``crop_size`` there is an error, because
-    evaluation must see whole images. Padded and rotated-in pixels get each task's
-    ``ignore_value``; the image is padded with the mean colour (0 after standardisation).
-    ``seed`` fixes the random draws (else they come from fresh entropy).
+    evaluation must see whole images (and ``pad_to`` in training, where the crop pads). Padded
+    and rotated-in pixels get each task's ``ignore_value``; the image is padded with the mean
+    colour (0 after standardisation). ``seed`` fixes the random draws (else fresh entropy).
     """
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"mean and std must hold 3 values each, std > 0; got mean={mean!r}, "

@@ -1,7 +1,7 @@
 """Metrics: torchmetrics classes for every task, edge odsF, saliency maxF and Δm.
 
-``EdgeFMeasure`` and ``SaliencyMetric`` are loaded on first access (PEP 562): the edge matcher
-pulls in scipy / scikit-image, which a process that only needs losses should not pay for.
+``EdgeFMeasure`` is loaded on first access (PEP 562): its matcher pulls in scipy and
+scikit-image, which a process that only needs losses should not pay for.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from typing import Any
 
 from densemtl.metrics.delta_m import delta_m, delta_m_report
 from densemtl.metrics.dense import DepthMetric, NormalsMetric, RegressionMetric, SegmentationMetric
-
-_LAZY = {"EdgeFMeasure": "densemtl.metrics.edge", "SaliencyMetric": "densemtl.metrics.saliency"}
+from densemtl.metrics.saliency import SaliencyMetric
 
 __all__ = [
     "DepthMetric",
@@ -27,7 +26,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import ``EdgeFMeasure`` / ``SaliencyMetric`` from their modules when first asked for."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    """Import ``EdgeFMeasure`` from its module when first asked for."""
+    if name == "EdgeFMeasure":
+        return importlib.import_module("densemtl.metrics.edge").EdgeFMeasure
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -95,7 +95,7 @@ class SegmentationMetric(Metric):
         union = cm.sum(0) + cm.sum(1) - hits
         iou = hits / union.clamp_min(1)
         miou = iou[union > 0].mean() if self.absent == "skip" else iou.mean()
-        return {"mIoU": 100 * miou, "pixel_acc": 100 * hits.sum() / cm.sum().clamp_min(1)}
+        return {"mIoU": 100 * miou, "pixel_acc": 100 * hits.sum() / cm.sum()}
 
 
 class NormalsMetric(Metric):
@@ -153,13 +153,15 @@ class NormalsMetric(Metric):
         return (index.double() + 0.5) * self.bin_width
 
     def compute(self) -> dict[str, Tensor]:
-        """Pooled angle statistics over every valid pixel seen."""
+        """Pooled angle statistics over every valid pixel seen (NaN if there were none)."""
         n = int(self.count)
-        if n % 2:
+        if n == 0:
+            median = torch.tensor(math.nan, dtype=torch.float64, device=self.count.device)
+        elif n % 2:
             median = self._value_of_rank((n + 1) // 2)
         else:
             median = (self._value_of_rank(n // 2) + self._value_of_rank(n // 2 + 1)) / 2
-        denom = max(n, 1)
+        denom = self.count.double()
         out = {
             "mean": self.angle_sum / denom,
             "median": median,
@@ -177,8 +179,7 @@ class DepthMetric(Metric):
     ``pooled=True`` (default) averages over all valid pixels of the dataset; ``pooled=False``
     computes each statistic per image (RMSE = root of that image's mean square) and averages over
     images that have valid pixels. The keys are the same in both modes; the mode is a config value
-    (SPEC §5). Predictions are clamped to ≥ 1e-9 for the log and the ratio, as in the public
-    evaluation code.
+    (SPEC §5). Predictions are clamped to ≥ 1e-9 for the log and the ratio.
     """
 
     is_differentiable = False
@@ -225,8 +226,8 @@ class DepthMetric(Metric):
         self.count += has.sum()
 
     def compute(self) -> dict[str, Tensor]:
-        """The four depth statistics (see the class docstring for pooled vs per image)."""
-        n = self.count.clamp_min(1)
+        """The four depth statistics (see the class docstring); NaN if nothing was valid."""
+        n = self.count
         sq, log_sq = self.sq / n, self.log_sq / n
         if self.pooled:
             sq, log_sq = sq.sqrt(), log_sq.sqrt()
@@ -267,6 +268,6 @@ class RegressionMetric(Metric):
         self.count += diff.numel()
 
     def compute(self) -> dict[str, Tensor]:
-        """``{"l1", "mse"}`` times ``scale``."""
-        n = self.count.clamp_min(1)
+        """``{"l1", "mse"}`` times ``scale``; NaN if nothing was valid."""
+        n = self.count
         return {"l1": self.scale * self.abs_sum / n, "mse": self.scale * self.sq_sum / n}

@@ -50,9 +50,8 @@ def edge_thresholds(num: int) -> np.ndarray:
 
 def _triangle_smooth(image: np.ndarray, radius: int) -> np.ndarray:
     """Separable triangle filter of integer ``radius`` with symmetric padding (toolbox convTri)."""
-    kernel = np.concatenate(
-        [np.arange(1, radius + 1), [radius + 1], np.arange(radius, 0, -1)]
-    ).astype(np.float64) / (radius + 1) ** 2
+    ramp = np.arange(1, radius + 2, dtype=np.float64)  # 1, 2, …, radius + 1
+    kernel = np.concatenate([ramp, ramp[-2::-1]]) / (radius + 1) ** 2
     # scipy's "reflect" (d c b a | a b c d) is MATLAB padarray's "symmetric".
     out = correlate1d(image, kernel, axis=0, mode="reflect")
     return correlate1d(out, kernel, axis=1, mode="reflect")
@@ -132,9 +131,7 @@ def _disk_offsets(radius: float) -> np.ndarray:
     return np.stack([dy[inside], dx[inside]], axis=1)
 
 
-def edge_match(
-    pred: np.ndarray, gt: np.ndarray, radius: float
-) -> tuple[np.ndarray, np.ndarray]:
+def edge_match(pred: np.ndarray, gt: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of predicted and GT edge pixels within ``radius`` pixels.
 
     Returns boolean ``H×W`` maps (matched predictions, matched GT). The matching is a maximum
@@ -299,7 +296,9 @@ class EdgeFMeasure(Metric):
         for name in ("cnt_r", "sum_r", "cnt_p", "sum_p"):
             self.add_state(name, default=torch.zeros(k, dtype=torch.int64), dist_reduce_fx="sum")
         # Sums of each image's counts at its own best threshold: OIS.
-        self.add_state("ois_counts", default=torch.zeros(4, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state(
+            "ois_counts", default=torch.zeros(4, dtype=torch.int64), dist_reduce_fx="sum"
+        )
 
     def update(self, prob: Tensor, target: Tensor) -> None:
         """Add a batch: ``prob`` ``B×1×H×W`` in [0, 1], ``target`` ``B×1×H×W`` in {0, 1, 255}."""

@@ -1,0 +1,34 @@
+"""Models: timm backbones, task conditioning, DeepLab-v3+ / UberNet decoders, heads, the net."""
+
+from .backbones import BACKBONES, Backbone, BlockSlots, build_backbone, load_state_dict_file
+from .conditioning import (
+    PerTaskModule,
+    TaskAdapter,
+    TaskBatchNorm2d,
+    TaskRouter,
+    TaskSqueezeExcite,
+    condition_blocks,
+)
+from .deeplab import ASPP, ConvBlock, DeepLabV3PlusDecoder, UberNetDecoder
+from .heads import TaskHeads
+from .net import DenseMTLNet
+
+__all__ = [
+    "ASPP",
+    "BACKBONES",
+    "Backbone",
+    "BlockSlots",
+    "ConvBlock",
+    "DeepLabV3PlusDecoder",
+    "DenseMTLNet",
+    "PerTaskModule",
+    "TaskAdapter",
+    "TaskBatchNorm2d",
+    "TaskHeads",
+    "TaskRouter",
+    "TaskSqueezeExcite",
+    "UberNetDecoder",
+    "build_backbone",
+    "condition_blocks",
+    "load_state_dict_file",
+]

@@ -150,12 +150,15 @@ class MobileNetV2Backbone(Backbone):
                 yield block, BlockSlots(se="se", norms=norms, conv="conv_dw")
 
 
-def load_state_dict_file(model: nn.Module, path: str | os.PathLike, ignore_prefixes=()) -> None:
+def load_state_dict_file(
+    model: nn.Module, path: str | os.PathLike, ignore_prefixes: tuple[str, ...] = ()
+) -> None:
     """Load a local state-dict file into ``model``; any key or shape mismatch is an error.
 
-    Keys starting with one of ``ignore_prefixes`` (the classifier of an ImageNet checkpoint) are
-    dropped. The error names the file and the missing / unexpected / mis-shaped keys, so a wrong
-    depth or width shows at once instead of as a silently half-initialised network.
+    Keys starting with one of ``ignore_prefixes`` (an ImageNet checkpoint's classifier head, which
+    the backbone does not use) are left out on both sides. The error names the file and the
+    missing / unexpected / mis-shaped keys, so a wrong depth or width shows at once instead of as
+    a silently half-initialised network.
     """
     path = Path(path)
     if not path.is_file():
@@ -166,8 +169,9 @@ def load_state_dict_file(model: nn.Module, path: str | os.PathLike, ignore_prefi
         raise ValueError(f"could not read a state dict from {path}: {err}") from err
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    state = {k: v for k, v in state.items() if not k.startswith(tuple(ignore_prefixes))}
-    expected = model.state_dict()
+    ignored = tuple(ignore_prefixes)
+    state = {k: v for k, v in state.items() if not k.startswith(ignored)}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(ignored)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mis_shaped = sorted(
@@ -185,7 +189,7 @@ def load_state_dict_file(model: nn.Module, path: str | os.PathLike, ignore_prefi
             f"missing keys [{listing(missing)}]; unexpected keys [{listing(unexpected)}]; "
             f"shape mismatches [{listing(mis_shaped)}]"
         )
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not ignored)
 
 
 def _check_output_stride(output_stride: int) -> None:

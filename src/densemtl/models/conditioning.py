@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import SEModule
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 from .backbones import BlockSlots
 
@@ -202,13 +203,16 @@ class TaskAdapter(_Routed):
     """A conv plus a per-task residual adapter: ``conv(x) + adapter_t(x)`` (ASTMT Eq. 2).
 
     The adapter is a zero-initialised 1×1 conv with the wrapped conv's stride and groups, so the
-    network is unchanged at initialisation; its sum is taken before the following BN.
+    network is unchanged at initialisation; its sum is taken before the following BN. The
+    adapters skip the random initialisation, so a network draws the same random numbers with or
+    without them.
     """
 
     def __init__(self, conv: nn.Module, tasks: Sequence[str], router: TaskRouter) -> None:
         adapters = {}
         for task in tasks:
-            adapter = nn.Conv2d(
+            adapter = skip_init(
+                nn.Conv2d,
                 conv.in_channels,
                 conv.out_channels,
                 kernel_size=1,

@@ -51,7 +51,7 @@ class GradientReversal(torch.autograd.Function):
 
 
 def grad_reverse(x: Tensor, lambd: float = 1.0) -> Tensor:
-    """Gradient-reversal layer (Ganin & Lempitsky, 2015): ``x`` forward, ``-lambd·grad`` backward."""
+    """Gradient-reversal layer (Ganin & Lempitsky, 2015): ``x`` forward, ``-lambd·grad`` back."""
     if isinstance(lambd, bool) or not isinstance(lambd, (int, float)):
         raise TypeError(f"lambd must be a real number, got {type(lambd).__name__}")
     if not math.isfinite(lambd) or lambd < 0:
@@ -108,7 +108,9 @@ class ReversalSchedule:
             return
         v = self.value
         if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"reversal schedule kind='constant' needs a value in [0, 1], got {v!r}")
+            raise ValueError(
+                f"reversal schedule kind='constant' needs a value in [0, 1], got {v!r}"
+            )
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"reversal schedule value must be in [0, 1], got {v}")
 
@@ -144,7 +146,9 @@ class TaskDiscriminator(nn.Module):
             ("kernel_size", kernel_size, 1),
         ):
             if isinstance(val, bool) or not isinstance(val, int) or val < low:
-                raise ValueError(f"TaskDiscriminator {name} must be an integer >= {low}, got {val!r}")
+                raise ValueError(
+                    f"TaskDiscriminator {name} must be an integer >= {low}, got {val!r}"
+                )
         if kernel_size % 2 == 0:
             raise ValueError(
                 f"TaskDiscriminator kernel_size must be odd (output keeps the input size), "

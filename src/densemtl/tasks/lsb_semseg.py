@@ -23,7 +23,7 @@ class LsbSemSeg(SemSeg):
 
     def __init__(
         self,
-        num_classes: int = 21,
+        num_classes: int = 8,
         f_max: float = 10.0,
         absent: str = "skip",
         weight: float | None = None,

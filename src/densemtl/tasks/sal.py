@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from torch import Tensor
-from torchmetrics import Metric
 
+from densemtl.metrics.saliency import SaliencyMetric
 from densemtl.tasks.base import register_task
 from densemtl.tasks.common import BinaryMapTask, check_pair, weighted_bce
 
@@ -34,11 +34,6 @@ class Saliency(BinaryMapTask):
         pos_weight = negatives / valid.sum().clamp_min(1)
         return weighted_bce(pred, target, pos_weight, valid)
 
-    def make_metric(self) -> Metric:
-        """``SaliencyMetric`` -> ``{"maxF", "mIoU"}``.
-
-        Imported here for the same reason as the edge metric (see ``Edge.make_metric``).
-        """
-        from densemtl.metrics.saliency import SaliencyMetric
-
+    def make_metric(self) -> SaliencyMetric:
+        """``SaliencyMetric`` -> ``{"maxF", "mIoU"}`` in the chosen convention."""
         return SaliencyMetric(convention=self.convention)

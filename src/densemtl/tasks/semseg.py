@@ -15,8 +15,10 @@ class SemSeg(Task):
     """Semantic segmentation (SPEC §1): CE over labelled pixels, weight 1.
 
     ``num_classes`` comes from the dataset (21 for PASCAL-Context incl. background, 40 NYUD,
-    13 NYUv2 in the LSB study); ``absent`` is the mIoU convention of ``SegmentationMetric``
-    (``"skip"``: classes absent from prediction and GT are left out; ``"zero"``: counted as 0).
+    13 NYUv2 in the LSB study); the default 8 is that of the embedded synthetic scenes
+    (``densemtl.data.synthetic.SYNTHETIC_CLASSES``). ``absent`` is the mIoU convention of
+    ``SegmentationMetric`` (``"skip"``: classes absent from prediction and GT are left out;
+    ``"zero"``: counted as 0).
     """
 
     name = "semseg"
@@ -24,7 +26,7 @@ class SemSeg(Task):
     default_weight = 1.0
     primary_metrics = {"mIoU": True}
 
-    def __init__(self, num_classes: int = 21, absent: str = "skip", weight: float | None = None):
+    def __init__(self, num_classes: int = 8, absent: str = "skip", weight: float | None = None):
         super().__init__(weight)
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"{self.name}: num_classes must be an int ≥ 2, got {num_classes!r}")

@@ -23,10 +23,10 @@ from typing import Any
 from torch import Tensor
 
 from densemtl.models.discriminator import (
+    ReversalSchedule,
     TaskDiscriminator,
     adversarial_loss,
     combine_losses,
-    ganin_lambda,
     task_gradient,
 )
 from densemtl.training.base import MultiTaskModule
@@ -66,13 +66,10 @@ class SingleTaskingModule(MultiTaskModule):
             self.w_d = float(adv.get("w_d", 0.1))
             if not 0.0 <= self.w_d <= 1.0:
                 raise ValueError(f"adversarial.w_d must be in [0, 1], got {self.w_d}")
-            self.lambda_schedule = adv.get("lambda_schedule", "constant")
-            if self.lambda_schedule not in ("constant", "ganin"):
-                raise ValueError(
-                    f"adversarial.lambda_schedule={self.lambda_schedule!r} is not one of "
-                    "constant, ganin"
-                )
-            self.lambd = float(adv.get("lambda", 1.0))
+            kind = adv.get("lambda_schedule", "constant")
+            self.reversal = ReversalSchedule(
+                kind, float(adv.get("lambda", 1.0)) if kind == "constant" else None
+            )
             self.disc_lr_scale = float(adv.get("lr_scale", 1.0))
             self.discriminator = TaskDiscriminator(
                 feature_channels,
@@ -96,9 +93,7 @@ class SingleTaskingModule(MultiTaskModule):
 
     def current_lambda(self) -> float:
         """Gradient-reversal strength now: constant, or the Ganin schedule over progress."""
-        if self.lambda_schedule == "ganin":
-            return self.lambd * ganin_lambda(self.progress())
-        return self.lambd
+        return self.reversal(self.progress())
 
     # -- one pass -----------------------------------------------------------------------------
     def pass_objective(

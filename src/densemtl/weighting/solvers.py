@@ -181,25 +181,30 @@ def _cagrad_dual(g: np.ndarray, c: float, tol: float, max_iter: int) -> np.ndarr
         rho = np.sqrt(max(w @ g @ w, 0.0))
         return a + r * (g @ w) / max(rho, 1e-300)
 
+    def prox_step(y: np.ndarray, lip: float) -> tuple[np.ndarray, float]:
+        gy, fy = grad(y), value(y)
+        while True:
+            w_new = _project_simplex(y - gy / lip)
+            step = w_new - y
+            if value(w_new) <= fy + gy @ step + 0.5 * lip * step @ step + 1e-15:
+                return w_new, lip
+            lip *= 2.0
+
     w = b.copy()
     y, momentum, lip = w.copy(), 1.0, 1.0
     for _ in range(max_iter):
         gw = grad(w)
         if gw @ w - gw.min() <= tol:
             return w
-        gy, fy = grad(y), value(y)
-        while True:
-            w_new = _project_simplex(y - gy / lip)
-            step = w_new - y
-            if value(w_new) <= fy + gy @ step + 0.5 * lip * step @ step + 1e-15:
-                break
-            lip *= 2.0
-        if value(w_new) > value(w):  # adaptive restart: drop the momentum
-            y, momentum = w.copy(), 1.0
-            continue
-        nxt = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * momentum**2))
-        y = w_new + ((momentum - 1.0) / nxt) * (w_new - w)
-        w, momentum, lip = w_new, nxt, lip * 0.9
+        w_new, lip = prox_step(y, lip)
+        if value(w_new) > value(w):  # adaptive restart: drop the momentum, plain step from w
+            w_new, lip = prox_step(w, lip)
+            y, momentum = w_new.copy(), 1.0
+        else:
+            nxt = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * momentum**2))
+            y = w_new + ((momentum - 1.0) / nxt) * (w_new - w)
+            momentum = nxt
+        w, lip = w_new, lip * 0.9
     raise RuntimeError(f"CAGrad dual did not reach duality gap {tol} in {max_iter} iterations")
 
 
@@ -259,13 +264,17 @@ def imtl_coefficients(gram: np.ndarray) -> np.ndarray:
 # -- Nash-MTL --------------------------------------------------------------------------------------
 
 
-def nash_mtl_coefficients(gram: np.ndarray, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
+def nash_mtl_coefficients(
+    gram: np.ndarray, tol: float = 1e-10, accept: float = 1e-8, max_iter: int = 100
+) -> np.ndarray:
     """Nash-MTL (Navon et al. 2022): α > 0 solving α_i (Gα)_i = 1 for every task.
 
     That system is the stationarity condition of the strictly convex ½αᵀGα − Σ log α_i, so a
     damped Newton method converges to it (quadratically near the end); stops when
-    ‖α ⊙ Gα − 1‖ < ``tol``. Zero-gradient tasks get 0. No solution exists when some positive
-    combination of the gradients is zero (e.g. two exactly opposite gradients): that raises.
+    ‖α ⊙ Gα − 1‖ < ``tol``, or after ``max_iter`` steps if it is below ``accept`` (the
+    rounding floor of an ill-conditioned G can sit just above ``tol``). Zero-gradient tasks
+    get 0. No solution exists when some positive combination of the gradients is zero (e.g.
+    two exactly opposite gradients): that raises.
     """
     g = _as_gram(gram)
     out = np.zeros(len(g))
@@ -287,13 +296,21 @@ def nash_mtl_coefficients(gram: np.ndarray, tol: float = 1e-12, max_iter: int = 
             out[active] = alpha / np.sqrt(scale)
             return out
         gradient = ga - 1.0 / alpha
-        step = np.linalg.solve(g + np.diag(1.0 / alpha**2), gradient)
-        size, f0 = 1.0, objective(alpha)
-        while np.any(alpha - size * step <= 0) or (
-            objective(alpha - size * step) > f0 - 0.25 * size * gradient @ step and size > 1e-12
-        ):
+        try:
+            step = np.linalg.solve(g + np.diag(1.0 / alpha**2), gradient)
+        except np.linalg.LinAlgError:  # α diverged (no solution): 1/α² underflowed
+            break
+        size, f0, decrement = 1.0, objective(alpha), gradient @ step
+        while np.any(alpha - size * step <= 0):
+            size *= 0.5
+        # Armijo backtracking while far away; near the solution f changes below rounding, and
+        # the full Newton step is taken (the quadratically convergent phase).
+        while decrement > 1e-10 and objective(alpha - size * step) > f0 - 0.25 * size * decrement:
             size *= 0.5
         alpha = alpha - size * step
+    if residual < accept:
+        out[active] = alpha / np.sqrt(scale)
+        return out
     raise RuntimeError(
         f"Nash-MTL: no solution of α_i (Gα)_i = 1 after {max_iter} Newton steps (residual "
         f"{residual:.3g}); the task gradients have a positive combination equal to zero"

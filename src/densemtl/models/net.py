@@ -1,0 +1,217 @@
+"""``DenseMTLNet``: backbone + optional task conditioning + decoder + per-task heads (ASTMT)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbones import Backbone, build_backbone
+from .conditioning import PerTaskModule, TaskRouter, condition_blocks
+from .deeplab import DeepLabV3PlusDecoder, UberNetDecoder
+from .heads import TaskHeads
+
+__all__ = ["DECODERS", "DECODER_EXECUTIONS", "EXECUTIONS", "SE_CHOICES", "DenseMTLNet"]
+
+SE_CHOICES = ("none", "decoder", "encoder_decoder")
+DECODERS = ("deeplab", "ubernet")
+EXECUTIONS = ("sequential", "stacked", "shared_encoder")
+DECODER_EXECUTIONS = ("stacked", "sequential")
+
+
+def _choice(kind: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
+class DenseMTLNet(nn.Module):
+    """Multi-task dense prediction network; single-tasking with task attention when conditioned.
+
+    Without conditioning (``se="none"``, no adapters, no per-task BN) it is the multi-task
+    baseline: one shared forward, one head per task (with one task: a single-task network).
+    With conditioning, each task runs through its own SE / BN / adapters, in one of three
+    ``execution`` modes that give the same numbers:
+
+    * ``sequential``: T passes of the whole network, one per task;
+    * ``stacked``: the stem once, then one pass over the batch repeated T times (T·B) with
+      task-indexed parameters;
+    * ``shared_encoder``: only when the encoder is not conditioned (decoder-only SE): the encoder
+      once, then the decoder for every task, stacked or sequential (``decoder_execution``).
+
+    Shared BNs (the stem, an unconditioned encoder) see the same batch statistics in every mode,
+    but update their running statistics once per pass: T times per call in ``sequential`` mode,
+    once in the others.
+
+    ``per_task_bn``: None = per-task BN wherever SE or adapters make a part task-specific (the
+    paper; encoder blocks and/or decoder, stem always shared); True = in every encoder block and
+    the decoder; False = nowhere.
+
+    After each forward, ``features[task]`` is the exact features tensor that task's head consumed
+    (the discriminator's input), and ``shared_representation`` holds the tensors after which every
+    module is task-specific (the baseline's decoder features; an unconditioned UberNet's encoder
+    features ``(low, high)``), or None when shared and task-specific modules interleave.
+    """
+
+    def __init__(
+        self,
+        tasks: Mapping[str, int],
+        backbone: Mapping | Backbone | None = None,
+        decoder: str = "deeplab",
+        decoder_width: int = 64,
+        se: str = "none",
+        per_task_bn: bool | None = None,
+        adapters: bool = False,
+        execution: str = "sequential",
+        decoder_execution: str = "stacked",
+    ) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("tasks must name at least one task (name -> output channels)")
+        bad = {t: c for t, c in tasks.items() if not isinstance(c, int) or c < 1}
+        if bad:
+            raise ValueError(f"task output channels must be positive integers, got {bad}")
+        self.tasks = tuple(tasks)
+        self.decoder_kind = _choice("decoder", decoder, DECODERS)
+        self.se = _choice("se", se, SE_CHOICES)
+        self.execution = _choice("execution", execution, EXECUTIONS)
+        self.decoder_execution = _choice("decoder_execution", decoder_execution, DECODER_EXECUTIONS)
+        if per_task_bn not in (None, True, False):
+            raise ValueError(f"per_task_bn must be None, True or False, got {per_task_bn!r}")
+        if decoder == "ubernet" and se == "decoder":
+            raise ValueError(
+                "se='decoder' does not apply to the UberNet decoder, which is already one decoder "
+                "per task; choose se='none' or 'encoder_decoder' (per-task SE in the encoder)"
+            )
+
+        self.backbone = (
+            backbone if isinstance(backbone, Backbone) else build_backbone(**dict(backbone or {}))
+        )
+        enc_se = se == "encoder_decoder"
+        dec_se = se in ("decoder", "encoder_decoder") and decoder == "deeplab"
+        enc_bn = (enc_se or adapters) if per_task_bn is None else per_task_bn
+        dec_bn = (dec_se or adapters) if per_task_bn is None else per_task_bn
+        dec_bn = dec_bn and decoder == "deeplab"
+        dec_adapters = adapters and decoder == "deeplab"
+        self.encoder_conditioned = enc_se or enc_bn or adapters
+        self.decoder_conditioned = dec_se or dec_bn or dec_adapters
+        if execution == "shared_encoder" and self.encoder_conditioned:
+            raise ValueError(
+                "execution='shared_encoder' needs an encoder that is the same for all tasks, but "
+                f"this one is task-conditioned (se={se!r}, adapters={adapters}, "
+                f"per_task_bn={per_task_bn}); use 'sequential' or 'stacked', or condition the "
+                "decoder only (se='decoder', adapters=False, per_task_bn None or False)"
+            )
+
+        self.router = TaskRouter(self.tasks)
+        conditioning = dict(tasks=self.tasks, router=self.router)
+        condition_blocks(
+            self.backbone.conditioning_slots(),
+            **conditioning,
+            squeeze_excite=enc_se,
+            batch_norm=enc_bn,
+            adapters=adapters,
+        )
+        b = self.backbone
+        if decoder == "deeplab":
+            self.decoder = DeepLabV3PlusDecoder(
+                b.low_channels,
+                b.high_channels,
+                decoder_width,
+                b.output_stride,
+                separable=b.mobile,
+                act_layer=nn.ReLU6 if b.mobile else nn.ReLU,
+            )
+            condition_blocks(
+                list(self.decoder.conditioning_slots()),
+                **conditioning,
+                squeeze_excite=dec_se,
+                batch_norm=dec_bn,
+                adapters=dec_adapters,
+            )
+            head_in: int | dict[str, int] = decoder_width
+        else:
+            self.decoder = UberNetDecoder(b.low_channels, b.high_channels, dict(tasks))
+            head_in = {t: 2 * c for t, c in tasks.items()}
+        self.heads = TaskHeads(head_in, tasks)
+        self.features: dict[str, Tensor] = {}
+        self.shared_representation: tuple[Tensor, ...] | None = None
+
+    def _check_tasks(self, tasks: Sequence[str] | None) -> tuple[str, ...]:
+        if tasks is None:
+            return self.tasks
+        tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
+        unknown = [t for t in tasks if t not in self.tasks]
+        if unknown or not tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(
+                f"forward needs distinct task names from {list(self.tasks)}, got {list(tasks)}"
+            )
+        return tasks
+
+    def _decode(
+        self, low: Tensor, high: Tensor, tasks: tuple[str, ...], stacked: bool = False
+    ) -> dict[str, Tensor]:
+        """Features per task; a ``stacked`` batch of T·B rows holds task k's rows in chunk k."""
+        if self.decoder_kind == "deeplab":
+            features = self.decoder(low, high)
+            chunks = features.chunk(len(tasks)) if stacked else [features] * len(tasks)
+            return dict(zip(tasks, chunks))
+        if stacked:
+            pairs = zip(low.chunk(len(tasks)), high.chunk(len(tasks)))
+            return {t: self.decoder(lo, hi, t) for t, (lo, hi) in zip(tasks, pairs)}
+        return {t: self.decoder(low, high, t) for t in tasks}
+
+    def _stacked(self, stem: Tensor, tasks: tuple[str, ...]) -> dict[str, Tensor]:
+        with self.router.route(tasks):
+            low, high = self.backbone.forward_body(stem.repeat(len(tasks), 1, 1, 1))
+            return self._decode(low, high, tasks, stacked=True)
+
+    def forward(self, images: Tensor, tasks: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Predictions at the input resolution for ``tasks`` (default: all), keyed by task."""
+        tasks = self._check_tasks(tasks)
+        self.shared_representation = None
+        if not (self.encoder_conditioned or self.decoder_conditioned):
+            low, high = self.backbone(images)
+            features = self._decode(low, high, tasks)
+            shared = (features[tasks[0]],) if self.decoder_kind == "deeplab" else (low, high)
+            self.shared_representation = shared
+        elif self.execution == "sequential":
+            features = {}
+            for task in tasks:
+                with self.router.route((task,)):
+                    features.update(self._decode(*self.backbone(images), (task,)))
+        elif self.execution == "stacked":
+            features = self._stacked(self.backbone.forward_stem(images), tasks)
+        else:  # shared_encoder: the encoder is unconditioned, so it runs outside any routing
+            low, high = self.backbone(images)
+            if self.decoder_execution == "stacked":
+                with self.router.route(tasks):
+                    repeated = [x.repeat(len(tasks), 1, 1, 1) for x in (low, high)]
+                    features = self._decode(*repeated, tasks, stacked=True)
+            else:
+                features = {}
+                for task in tasks:
+                    with self.router.route((task,)):
+                        features.update(self._decode(low, high, (task,)))
+        self.features = features
+        size = images.shape[2:]
+        return {
+            t: F.interpolate(self.heads(f, t), size=size, mode="bilinear", align_corners=False)
+            for t, f in features.items()
+        }
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """Parameters used only by ``task``: its SE / BN / adapter copies, decoder branch, head."""
+        self._check_tasks((task,))
+        seen: dict[int, nn.Parameter] = {}
+        for module in self.modules():
+            if isinstance(module, PerTaskModule):
+                for p in module.per_task[task].parameters():
+                    seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task uses (the complement of all tasks' ``task_parameters``)."""
+        task_ids = {id(p) for t in self.tasks for p in self.task_parameters(t)}
+        return [p for p in self.parameters() if id(p) not in task_ids]

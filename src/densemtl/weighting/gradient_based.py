@@ -1,0 +1,297 @@
+"""Gradient-based strategies, all through one Gram -> coefficients -> combine path.
+
+Every method's shared update is Σ_t c_t g_t with c a function of the T×T Gram matrix of the
+task gradients g_t (``solvers.py``). ``GramStrategy`` computes the g_t w.r.t. some inputs in ONE
+batched vector-Jacobian product (``is_grads_batched``; no Python loop of backward calls), forms
+G, asks the subclass for c, and finishes with ONE ``backward_fn`` call. The inputs are either
+
+* ``space="parameters"`` (exact): the shared parameters; the update c^T J lands in their
+  ``.grad``;
+* ``space="representation"`` ("upper bound", MGDA-UB): the shared representation z the task
+  parts consumed; the batched VJP only runs through the task-specific parts, and the encoder
+  receives Σ c_t ∂L_t/∂z through its single backward.
+
+The single backward is of Σ_t h_t L_t + Σ_x ⟨x, stopgrad(Σ_t (c_t − h_t) g_t(x))⟩ over the
+inputs x: task-specific parameters get Σ h_t ∇L_t (h = c, or 1 for methods that only alter the
+shared update), and the inputs get exactly Σ c_t g_t. Going through ``backward_fn`` keeps AMP
+loss scaling and DDP gradient hooks working.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from densemtl.weighting import solvers
+from densemtl.weighting.base import BackwardFn, Inputs, WeightingStrategy, register_weighting
+
+SPACES = ("parameters", "representation")
+
+
+def _as_list(inputs: Inputs) -> list[Tensor]:
+    """One tensor or a sequence of tensors, as a list."""
+    return [inputs] if isinstance(inputs, Tensor) else list(inputs)
+
+
+def task_gradients(losses: Tensor, inputs: Sequence[Tensor]) -> list[Tensor | None]:
+    """∂L_t/∂x for every task t and input x, from one batched VJP: each ``T × x.shape``.
+
+    Identity grad_outputs over the stacked losses; the graph is kept for the final backward.
+    An input no loss depends on gives None.
+    """
+    eye = torch.eye(len(losses), device=losses.device, dtype=losses.dtype)
+    return list(torch.autograd.grad(losses, list(inputs), grad_outputs=eye, retain_graph=True,
+                                    is_grads_batched=True, allow_unused=True))
+
+
+def gram_matrix(grads: Sequence[Tensor | None]) -> Tensor:
+    """G = J Jᵀ in float64 over the flattened gradients (summed per input, no T×P concat)."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        raise ValueError("no task loss depends on the given inputs (all gradients are None)")
+    t = present[0].shape[0]
+    gram = torch.zeros(t, t, dtype=torch.float64, device=present[0].device)
+    for g in present:
+        flat = g.reshape(t, -1)
+        gram += (flat @ flat.T).double()
+    return gram
+
+
+def combine_backward(
+    losses: Tensor,
+    inputs: Sequence[Tensor],
+    grads: Sequence[Tensor | None],
+    coefficients: Tensor,
+    backward_fn: BackwardFn,
+    task_weights: Tensor | None = None,
+) -> None:
+    """One backward giving the inputs Σ c_t g_t and task-specific parts Σ h_t ∇L_t (h = c if None).
+
+    With h ≠ c, the inputs' share Σ (c_t − h_t) g_t is added through the surrogate ⟨x, stopgrad⟩.
+    """
+    if task_weights is None:
+        backward_fn((coefficients * losses).sum())
+        return
+    objective = (task_weights * losses).sum()
+    delta = coefficients - task_weights
+    for x, g in zip(inputs, grads, strict=True):
+        if g is not None:
+            correction = torch.tensordot(delta.to(g.dtype), g, dims=1)
+            objective = objective + (x * correction.detach()).sum()
+    backward_fn(objective)
+
+
+class GramStrategy(WeightingStrategy):
+    """Base of the Gram-matrix methods: subclasses only map (G, losses) to coefficients c."""
+
+    #: default gradient space; MGDA-UB uses the representation, the rest the shared parameters.
+    default_space: ClassVar[str] = "parameters"
+    #: True: task-specific parts get Σ c_t ∇L_t (MGDA, Nash-MTL reference code); False: Σ ∇L_t.
+    scale_task_specific: ClassVar[bool] = False
+
+    def __init__(self, tasks: Sequence[str], space: str | None = None) -> None:
+        super().__init__(tasks)
+        space = self.default_space if space is None else space
+        if space not in SPACES:
+            raise ValueError(f"{self.name} space must be one of {SPACES}, got {space!r}")
+        self.space = space
+
+    def _inputs(self, shared_parameters: Inputs | None, representation: Inputs | None
+                ) -> list[Tensor]:
+        """The tensors the task gradients are taken w.r.t., per ``space``."""
+        inputs = shared_parameters if self.space == "parameters" else representation
+        if inputs is None:
+            key = "shared_parameters" if self.space == "parameters" else "representation"
+            raise ValueError(f"{self.name} (space={self.space!r}) needs {key}= in backward()")
+        inputs = _as_list(inputs)
+        if not inputs or not all(x.requires_grad for x in inputs):
+            raise ValueError(f"{self.name}: every {self.space} tensor must require grad")
+        return inputs
+
+    def _backward(
+        self,
+        losses: Tensor,
+        index: list[int],
+        shared_parameters: Inputs | None,
+        representation: Inputs | None,
+        backward_fn: BackwardFn,
+    ) -> tuple[Tensor, Tensor]:
+        inputs = self._inputs(shared_parameters, representation)
+        grads = task_gradients(losses, inputs)
+        gram = gram_matrix(grads).cpu().numpy()
+        coef = torch.as_tensor(
+            self.coefficients(gram, losses.detach().double().cpu().numpy()),
+            dtype=losses.dtype, device=losses.device,
+        )
+        heads = None if self.scale_task_specific else torch.ones_like(coef)
+        combine_backward(losses, inputs, grads, coef, backward_fn, heads)
+        return coef, (coef * losses).sum()
+
+    @abstractmethod
+    def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        """c for the shared update Σ c_t g_t, from the float64 Gram matrix and raw losses."""
+
+
+@register_weighting
+class MGDA(GramStrategy):
+    """MGDA (Sener & Koltun): the min-norm point of the task gradients' convex hull.
+
+    ``space="representation"`` (default) is MGDA-UB. ``normalization``: none | l2 | loss | loss+.
+    ``normalised_update`` (default True): the update is the min-norm point of the normalised
+    gradients; False applies α to the raw gradients as the public MGDA-UB code does.
+    """
+
+    name = "mgda"
+    default_space = "representation"
+    scale_task_specific = True
+
+    def __init__(self, tasks: Sequence[str], space: str | None = None,
+                 normalization: str = "none", normalised_update: bool = True) -> None:
+        super().__init__(tasks, space)
+        if normalization not in ("none", "l2", "loss", "loss+"):
+            raise ValueError(f"mgda normalization must be one of none, l2, loss, loss+; "
+                             f"got {normalization!r}")
+        self.normalization = normalization
+        self.normalised_update = bool(normalised_update)
+
+    def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return solvers.mgda_coefficients(gram, losses, self.normalization, self.normalised_update)
+
+
+@register_weighting
+class PCGrad(GramStrategy):
+    """PCGrad (Yu et al.): project each gradient off the ones it conflicts with, in random order.
+
+    The per-task random projection orders come from a seeded generator kept in the state.
+    """
+
+    name = "pcgrad"
+
+    def __init__(self, tasks: Sequence[str], space: str | None = None, seed: int = 0) -> None:
+        super().__init__(tasks, space)
+        self._seed(seed)
+
+    def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        t = self.num_tasks
+        orders = np.stack([torch.randperm(t, generator=self.generator).numpy() for _ in range(t)])
+        return solvers.pcgrad_coefficients(gram, orders)
+
+
+@register_weighting
+class CAGrad(GramStrategy):
+    """CAGrad (Liu et al. 2021), c = 0.4; ``rescale``: none | 1+c^2 (reference default) | 1+c."""
+
+    name = "cagrad"
+
+    def __init__(self, tasks: Sequence[str], space: str | None = None, c: float = 0.4,
+                 rescale: str = "1+c^2") -> None:
+        super().__init__(tasks, space)
+        solvers.cagrad_coefficients(np.eye(1), c, rescale)  # validates c and rescale now
+        self.c = float(c)
+        self.rescale = rescale
+
+    def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return solvers.cagrad_coefficients(gram, self.c, self.rescale)
+
+
+@register_weighting
+class IMTL(GramStrategy):
+    """IMTL-G (Liu et al. 2021): the update has equal projections onto every unit task gradient."""
+
+    name = "imtl"
+
+    def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return solvers.imtl_coefficients(gram)
+
+
+@register_weighting
+class NashMTL(GramStrategy):
+    """Nash-MTL (Navon et al. 2022): α with α_i (Gα)_i = 1, applied to the losses as weights."""
+
+    name = "nash_mtl"
+    scale_task_specific = True
+
+    def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return solvers.nash_mtl_coefficients(gram)
+
+
+@register_weighting
+class AlignedMTL(GramStrategy):
+    """Aligned-MTL (Senushkin et al. 2023): sum of the eigen-aligned gradients (condition number 1).
+
+    ``scale``: min (paper default) | median | rmse.
+    """
+
+    name = "aligned_mtl"
+
+    def __init__(self, tasks: Sequence[str], space: str | None = None, scale: str = "min") -> None:
+        super().__init__(tasks, space)
+        solvers.aligned_mtl_matrix(np.eye(1), scale)  # validates scale now
+        self.scale = scale
+
+    def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        return solvers.aligned_mtl_coefficients(gram, self.scale)
+
+
+@register_weighting
+class GradNorm(WeightingStrategy):
+    """GradNorm (Chen et al. 2018), α = 1.5, on the last shared layer's weights.
+
+    Pass that layer's weight(s) as ``shared_parameters``. Only the Gram diagonal is needed:
+    ‖∇_W w_t L_t‖ = w_t·n_t with n_t² = G_tt. The GradNorm loss Σ|w_t n_t − Ḡ r_t^α| (target
+    held constant, as in the paper) has gradient sign(·)·n_t w.r.t. w_t; it is written into
+    ``loss_weights.grad`` for the trainer's optimiser, and the network gets Σ w_t L_t. The
+    weights are renormalised to sum K (floored at ``min_weight`` first) before each use.
+    """
+
+    name = "gradnorm"
+    persistent_attrs = ("initial_losses",)
+
+    def __init__(self, tasks: Sequence[str], alpha: float = 1.5, min_weight: float = 1e-6
+                 ) -> None:
+        super().__init__(tasks)
+        if not min_weight > 0:
+            raise ValueError(f"gradnorm min_weight must be > 0, got {min_weight}")
+        self.alpha = float(alpha)
+        self.min_weight = float(min_weight)
+        self.loss_weights = nn.Parameter(torch.ones(self.num_tasks))
+        self.initial_losses: list[float] | None = None
+
+    def _backward(
+        self,
+        losses: Tensor,
+        index: list[int],
+        shared_parameters: Inputs | None,
+        representation: Inputs | None,
+        backward_fn: BackwardFn,
+    ) -> tuple[Tensor, Tensor]:
+        if shared_parameters is None:
+            raise ValueError("gradnorm needs shared_parameters= (the last shared layer's weights)")
+        with torch.no_grad():
+            w = self.loss_weights.clamp_min(self.min_weight)
+            self.loss_weights.copy_(self.num_tasks * w / w.sum())
+        params = _as_list(shared_parameters)
+        grads = task_gradients(losses, params)
+        norms = gram_matrix(grads).diagonal().clamp_min(0).sqrt()
+        raw = losses.detach().double()
+        if self.initial_losses is None:
+            self.initial_losses = raw.tolist()
+        ratio = raw / torch.as_tensor(self.initial_losses, dtype=torch.float64, device=raw.device)
+        inverse_rate = ratio / ratio.mean()
+        weights = self.loss_weights.detach().to(norms)
+        scaled = weights * norms
+        target = scaled.mean() * inverse_rate**self.alpha
+        grad = (torch.sign(scaled - target) * norms).to(self.loss_weights)
+        if self.loss_weights.grad is None:
+            self.loss_weights.grad = grad
+        else:
+            self.loss_weights.grad += grad
+        task_weights = self.loss_weights.detach().to(losses.dtype)
+        total = (task_weights * losses).sum()
+        backward_fn(total)
+        return task_weights, total
