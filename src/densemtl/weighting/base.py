@@ -21,8 +21,13 @@ from torch import Tensor, nn
 BackwardFn = Callable[[Tensor], Any]
 """Runs the backward of one scalar (``Tensor.backward`` or Lightning's ``manual_backward``)."""
 
-Inputs = Tensor | Sequence[Tensor]
-"""Shared parameters, or the shared representation tensor(s) the task-specific parts consumed."""
+Inputs = Tensor | Sequence[Tensor] | Mapping[str, Tensor]
+"""Shared parameters, or the shared representation tensor(s) the task-specific parts consumed.
+
+A mapping task -> tensor (representation only) names the input each task's part consumed, one
+distinct tensor per task (e.g. ``z.clone()`` per decoder, or ASTMT's ``net.features[task]``):
+then all ∂L_t/∂z_t come from ONE ordinary backward through the task parts.
+"""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ G, asks the subclass for c, and finishes with ONE ``backward_fn`` call. The inpu
   ``.grad``;
 * ``space="representation"`` ("upper bound", MGDA-UB): the shared representation z the task
   parts consumed; the batched VJP only runs through the task-specific parts, and the encoder
-  receives Σ c_t ∂L_t/∂z through its single backward.
+  receives Σ c_t ∂L_t/∂z through its single backward. When the trainer passes one tensor per
+  task (``{task: z_t}``, each read only by its own task's part), the ∂L_t/∂z_t come from one
+  plain backward of Σ L_t through the task parts instead: the batched VJP would run every
+  task's part T times, which costs T× when the parts are whole decoders.
 
 The single backward is of Σ_t h_t L_t + Σ_x ⟨x, stopgrad(Σ_t (c_t − h_t) g_t(x))⟩ over the
 inputs x: task-specific parameters get Σ h_t ∇L_t (h = c, or 1 for methods that only alter the
@@ -20,7 +23,7 @@ loss scaling and DDP gradient hooks working.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -33,7 +36,7 @@ from densemtl.weighting.base import BackwardFn, Inputs, WeightingStrategy, regis
 SPACES = ("parameters", "representation")
 
 
-def _as_list(inputs: Inputs) -> list[Tensor]:
+def _as_list(inputs: Tensor | Sequence[Tensor]) -> list[Tensor]:
     """One tensor or a sequence of tensors, as a list."""
     return [inputs] if isinstance(inputs, Tensor) else list(inputs)
 
@@ -62,11 +65,47 @@ def gram_matrix(grads: Sequence[Tensor | None]) -> Tensor:
     return gram
 
 
+Corrections = Callable[[Tensor], list[tuple[Tensor, Tensor]]]
+"""Maps δ = c − h to (input, gradient to add to that input) pairs."""
+
+
+def shared_input_jacobian(losses: Tensor, inputs: Sequence[Tensor]) -> tuple[Tensor, Corrections]:
+    """Gram matrix and corrections for inputs every task reads (one batched VJP)."""
+    grads = task_gradients(losses, inputs)
+
+    def corrections(delta: Tensor) -> list[tuple[Tensor, Tensor]]:
+        return [(x, torch.tensordot(delta.to(g.dtype), g, dims=1))
+                for x, g in zip(inputs, grads, strict=True) if g is not None]
+
+    return gram_matrix(grads), corrections
+
+
+def per_task_input_jacobian(losses: Tensor, inputs: Sequence[Tensor]
+                            ) -> tuple[Tensor, Corrections]:
+    """Gram matrix and corrections for one input per task (one plain backward of Σ L_t).
+
+    Correct only when L_t depends on no other task's input (checked: distinct tensors of one
+    shape; the dependency itself is the caller's contract).
+    """
+    shapes = {tuple(x.shape) for x in inputs}
+    if len(shapes) != 1 or len({id(x) for x in inputs}) != len(inputs):
+        raise ValueError(f"per-task representation tensors must be distinct and of one shape, "
+                         f"got shapes {[tuple(x.shape) for x in inputs]}")
+    grads = torch.autograd.grad(losses.sum(), list(inputs), retain_graph=True,
+                                materialize_grads=True)
+    stacked = torch.stack(grads)
+
+    def corrections(delta: Tensor) -> list[tuple[Tensor, Tensor]]:
+        return [(x, d * g) for x, d, g in zip(inputs, delta.to(stacked.dtype), grads,
+                                              strict=True)]
+
+    return gram_matrix([stacked]), corrections
+
+
 def combine_backward(
     losses: Tensor,
-    inputs: Sequence[Tensor],
-    grads: Sequence[Tensor | None],
     coefficients: Tensor,
+    corrections: Corrections,
     backward_fn: BackwardFn,
     task_weights: Tensor | None = None,
 ) -> None:
@@ -78,11 +117,8 @@ def combine_backward(
         backward_fn((coefficients * losses).sum())
         return
     objective = (task_weights * losses).sum()
-    delta = coefficients - task_weights
-    for x, g in zip(inputs, grads, strict=True):
-        if g is not None:
-            correction = torch.tensordot(delta.to(g.dtype), g, dims=1)
-            objective = objective + (x * correction.detach()).sum()
+    for x, correction in corrections(coefficients - task_weights):
+        objective = objective + (x * correction.detach()).sum()
     backward_fn(objective)
 
 
@@ -101,17 +137,23 @@ class GramStrategy(WeightingStrategy):
             raise ValueError(f"{self.name} space must be one of {SPACES}, got {space!r}")
         self.space = space
 
-    def _inputs(self, shared_parameters: Inputs | None, representation: Inputs | None
-                ) -> list[Tensor]:
-        """The tensors the task gradients are taken w.r.t., per ``space``."""
+    def _jacobian(self, losses: Tensor, index: list[int], shared_parameters: Inputs | None,
+                  representation: Inputs | None) -> tuple[Tensor, Corrections]:
+        """Gram matrix and corrections w.r.t. the inputs of ``space``."""
         inputs = shared_parameters if self.space == "parameters" else representation
         if inputs is None:
             key = "shared_parameters" if self.space == "parameters" else "representation"
             raise ValueError(f"{self.name} (space={self.space!r}) needs {key}= in backward()")
-        inputs = _as_list(inputs)
-        if not inputs or not all(x.requires_grad for x in inputs):
+        if isinstance(inputs, Mapping):
+            if self.space == "parameters" or set(inputs) != set(self.tasks):
+                raise ValueError(f"{self.name}: a per-task dict is only for representation=, "
+                                 f"with exactly the task keys {list(self.tasks)}")
+            tensors, jacobian = [inputs[self.tasks[i]] for i in index], per_task_input_jacobian
+        else:
+            tensors, jacobian = _as_list(inputs), shared_input_jacobian
+        if not tensors or not all(x.requires_grad for x in tensors):
             raise ValueError(f"{self.name}: every {self.space} tensor must require grad")
-        return inputs
+        return jacobian(losses, tensors)
 
     def _backward(
         self,
@@ -121,15 +163,13 @@ class GramStrategy(WeightingStrategy):
         representation: Inputs | None,
         backward_fn: BackwardFn,
     ) -> tuple[Tensor, Tensor]:
-        inputs = self._inputs(shared_parameters, representation)
-        grads = task_gradients(losses, inputs)
-        gram = gram_matrix(grads).cpu().numpy()
+        gram, corrections = self._jacobian(losses, index, shared_parameters, representation)
         coef = torch.as_tensor(
-            self.coefficients(gram, losses.detach().double().cpu().numpy()),
+            self.coefficients(gram.cpu().numpy(), losses.detach().double().cpu().numpy()),
             dtype=losses.dtype, device=losses.device,
         )
         heads = None if self.scale_task_specific else torch.ones_like(coef)
-        combine_backward(losses, inputs, grads, coef, backward_fn, heads)
+        combine_backward(losses, coef, corrections, backward_fn, heads)
         return coef, (coef * losses).sum()
 
     @abstractmethod
@@ -153,9 +193,7 @@ class MGDA(GramStrategy):
     def __init__(self, tasks: Sequence[str], space: str | None = None,
                  normalization: str = "none", normalised_update: bool = True) -> None:
         super().__init__(tasks, space)
-        if normalization not in ("none", "l2", "loss", "loss+"):
-            raise ValueError(f"mgda normalization must be one of none, l2, loss, loss+; "
-                             f"got {normalization!r}")
+        solvers.mgda_coefficients(np.eye(1), np.ones(1), normalization)  # validates it now
         self.normalization = normalization
         self.normalised_update = bool(normalised_update)
 
@@ -275,8 +313,9 @@ class GradNorm(WeightingStrategy):
         with torch.no_grad():
             w = self.loss_weights.clamp_min(self.min_weight)
             self.loss_weights.copy_(self.num_tasks * w / w.sum())
-        params = _as_list(shared_parameters)
-        grads = task_gradients(losses, params)
+        if isinstance(shared_parameters, Mapping):
+            raise ValueError("gradnorm shared_parameters must be a tensor or a list of tensors")
+        grads = task_gradients(losses, _as_list(shared_parameters))
         norms = gram_matrix(grads).diagonal().clamp_min(0).sqrt()
         raw = losses.detach().double()
         if self.initial_losses is None:
