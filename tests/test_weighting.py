@@ -68,6 +68,14 @@ def test_lsb_priorities_are_validated():
         build_weighting("lsb", TASKS, priorities=[-1.0, 1.0, 1.0])
 
 
+@pytest.mark.parametrize(("name", "key", "value"), [
+    ("uncertainty", "init", float("nan")), ("lsb", "beta_step", float("inf")),
+    ("gradnorm", "alpha", "1.5")])
+def test_numeric_options_must_be_finite_numbers(name, key, value):
+    with pytest.raises(ValueError, match=f"{name} {key} must be a finite number"):
+        build_weighting(name, TASKS, **{key: value})
+
+
 def test_duplicate_or_empty_tasks_rejected():
     with pytest.raises(ValueError, match="distinct names"):
         build_weighting("equal", ["a", "a"])

@@ -220,12 +220,14 @@ class Net(nn.Module):
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
 
-    def forward(self) -> tuple[dict, torch.Tensor]:
+    def forward(self, per_task: bool = False) -> tuple[dict, torch.Tensor | dict]:
+        """Losses and the representation: z, or {task: its own copy of z} with ``per_task``."""
         x = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(3, 4)
         z = self.encoder(x)
-        losses = {t: (h(z) - i).pow(2).mean() for i, (t, h) in enumerate(zip(TASKS, self.heads,
-                                                                             strict=True))}
-        return losses, z
+        inputs = {t: z.clone() for t in TASKS} if per_task else dict.fromkeys(TASKS, z)
+        losses = {t: (h(inputs[t]) - i).pow(2).mean()
+                  for i, (t, h) in enumerate(zip(TASKS, self.heads, strict=True))}
+        return losses, inputs if per_task else z
 
 
 def head_grads(net: Net) -> list[torch.Tensor]:
@@ -287,13 +289,13 @@ def naive_reference(name: str, space: str) -> tuple[np.ndarray, torch.Tensor, li
     return coef, enc_grad, heads
 
 
-@pytest.mark.parametrize("space", ["parameters", "representation"])
+@pytest.mark.parametrize("space", ["parameters", "representation", "per-task representation"])
 @pytest.mark.parametrize("name", sorted(SOLVE))
 def test_strategy_update_equals_naive_per_task_math(name, space):
-    coef, enc_grad, heads = naive_reference(name, space)
+    coef, enc_grad, heads = naive_reference(name, space.removeprefix("per-task "))
     net = Net()
-    losses, z = net()
-    strategy = build_weighting(name, TASKS, space=space)
+    losses, z = net(per_task=space.startswith("per-task"))
+    strategy = build_weighting(name, TASKS, space=space.removeprefix("per-task "))
     out = strategy.backward(losses, shared_parameters=list(net.encoder.parameters()),
                             representation=z)
     np.testing.assert_allclose(out.weight_tensor.numpy(), coef, rtol=1e-10, atol=1e-12)
@@ -324,6 +326,12 @@ def test_gradient_method_needs_its_inputs_and_every_task():
                                                 shared_parameters=list(net.parameters()))
     with pytest.raises(ValueError, match="space must be one of"):
         build_weighting("pcgrad", TASKS, space="features")
+    with pytest.raises(ValueError, match="per-task dict is only for representation="):
+        build_weighting("imtl", TASKS, space="representation").backward(
+            losses, representation={"a": z, "b": z})
+    with pytest.raises(ValueError, match="must be distinct and of one shape"):
+        build_weighting("imtl", TASKS, space="representation").backward(
+            losses, representation={"a": z, "b": z, "c": z})
 
 
 # -- GradNorm --------------------------------------------------------------------------------------

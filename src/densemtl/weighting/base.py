@@ -73,6 +73,13 @@ def check_finite(losses: Mapping[str, Tensor]) -> list[str]:
     return [t for t, ok in zip(names, finite, strict=True) if not ok]
 
 
+def finite_option(strategy: str, key: str, value: float) -> float:
+    """``value`` as a float; a clear error naming the option if it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{strategy} {key} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def task_vector(
     values: Sequence[float] | Mapping[str, float],
     tasks: Sequence[str],

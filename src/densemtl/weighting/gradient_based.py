@@ -31,7 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from densemtl.weighting import solvers
-from densemtl.weighting.base import BackwardFn, Inputs, WeightingStrategy, register_weighting
+from densemtl.weighting.base import (
+    BackwardFn,
+    Inputs,
+    WeightingStrategy,
+    finite_option,
+    register_weighting,
+)
 
 SPACES = ("parameters", "representation")
 
@@ -295,7 +301,7 @@ class GradNorm(WeightingStrategy):
         super().__init__(tasks)
         if not min_weight > 0:
             raise ValueError(f"gradnorm min_weight must be > 0, got {min_weight}")
-        self.alpha = float(alpha)
+        self.alpha = finite_option(self.name, "alpha", alpha)
         self.min_weight = float(min_weight)
         self.loss_weights = nn.Parameter(torch.ones(self.num_tasks))
         self.initial_losses: list[float] | None = None

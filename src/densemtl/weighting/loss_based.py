@@ -17,6 +17,7 @@ from densemtl.weighting.base import (
     BackwardFn,
     Inputs,
     WeightingStrategy,
+    finite_option,
     register_weighting,
     task_vector,
 )
@@ -94,7 +95,8 @@ class UncertaintyWeighting(LossWeighting):
 
     def __init__(self, tasks: Sequence[str], init: float = -0.5) -> None:
         super().__init__(tasks)
-        self.log_vars = nn.Parameter(torch.full((len(self.tasks),), float(init)))
+        init = finite_option(self.name, "init", init)
+        self.log_vars = nn.Parameter(torch.full((len(self.tasks),), init))
 
     def objective(self, losses: Tensor, index: list[int]) -> tuple[Tensor, Tensor]:
         s = self.log_vars[index].to(losses.dtype)
@@ -191,15 +193,12 @@ class LossScaleBalancing(WeightVectorStrategy):
                                                                    "priorities")
         if z not in ("previous_total", "one"):
             raise ValueError(f"lsb z must be 'previous_total' or 'one', got {z!r}")
-        for key, value in (("beta_step", beta_step), ("beta_init", beta_init)):
-            if not math.isfinite(value):
-                raise ValueError(f"lsb {key} must be finite, got {value}")
         self.priorities = pi
-        self.beta_step = float(beta_step)
+        self.beta_step = finite_option(self.name, "beta_step", beta_step)
         self.z_mode = z
         self.weights: list[float] = list(pi)
         self.q: list[float] = [p / sum(pi) for p in pi]
-        self.beta = float(beta_init)
+        self.beta = finite_option(self.name, "beta_init", beta_init)
         self.z_value = 1.0
 
     def current_weights(self) -> Tensor:
