@@ -20,6 +20,15 @@ MNV2 = dict(name="mobilenetv2", width=0.35)
 TASKS = {"semseg": 5, "edge": 1, "normals": 3}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convs on a shared 2-core machine run fastest single-threaded; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _net(backbone=R26, **kw) -> DenseMTLNet:
     torch.manual_seed(0)
     return DenseMTLNet(TASKS, backbone=dict(backbone), decoder_width=64, **kw)

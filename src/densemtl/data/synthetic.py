@@ -578,7 +578,8 @@ def _sample_scene(rng: np.random.Generator, height_px: int, width_px: int) -> _S
 
     def place(radius: float, near: float) -> np.ndarray | None:
         for _ in range(40):
-            dist = rng.uniform(near, -back - radius - 0.1)
+            far = -back - radius - 0.1  # favour near placements so objects cover more pixels
+            dist = near + (far - near) * rng.random() ** 1.6
             x = position[0] + rng.uniform(-1.0, 1.0) * dist * tan_half
             if abs(x) > half_w - radius - 0.05:
                 continue
