@@ -67,6 +67,7 @@ class Backbone(nn.Module, ABC):
     the decoder then uses depthwise-separable convs and ReLU6, ASTMT appendix C) describe it.
     """
 
+    stem: nn.Module
     low_channels: int
     high_channels: int
     output_stride: int

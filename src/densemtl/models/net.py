@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -162,38 +162,43 @@ class DenseMTLNet(nn.Module):
             return {t: self.decoder(lo, hi, t) for t, (lo, hi) in zip(tasks, pairs)}
         return {t: self.decoder(low, high, t) for t in tasks}
 
-    def _stacked(self, stem: Tensor, tasks: tuple[str, ...]) -> dict[str, Tensor]:
-        with self.router.route(tasks):
-            low, high = self.backbone.forward_body(stem.repeat(len(tasks), 1, 1, 1))
-            return self._decode(low, high, tasks, stacked=True)
+    def _each_task(
+        self, tasks: tuple[str, ...], encode: Callable[[], tuple[Tensor, Tensor]]
+    ) -> dict[str, Tensor]:
+        """One routed pass per task (``encode`` runs inside the routing)."""
+        features = {}
+        for task in tasks:
+            with self.router.route((task,)):
+                features.update(self._decode(*encode(), (task,)))
+        return features
 
     def forward(self, images: Tensor, tasks: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Predictions at the input resolution for ``tasks`` (default: all), keyed by task."""
         tasks = self._check_tasks(tasks)
         self.shared_representation = None
+
+        def repeat(x: Tensor) -> Tensor:
+            return x.repeat(len(tasks), 1, 1, 1)
+
         if not (self.encoder_conditioned or self.decoder_conditioned):
             low, high = self.backbone(images)
             features = self._decode(low, high, tasks)
             shared = (features[tasks[0]],) if self.decoder_kind == "deeplab" else (low, high)
             self.shared_representation = shared
         elif self.execution == "sequential":
-            features = {}
-            for task in tasks:
-                with self.router.route((task,)):
-                    features.update(self._decode(*self.backbone(images), (task,)))
-        elif self.execution == "stacked":
-            features = self._stacked(self.backbone.forward_stem(images), tasks)
+            features = self._each_task(tasks, lambda: self.backbone(images))
+        elif self.execution == "stacked":  # the stem is never conditioned: run it once
+            stem = self.backbone.forward_stem(images)
+            with self.router.route(tasks):
+                encoded = self.backbone.forward_body(repeat(stem))
+                features = self._decode(*encoded, tasks, stacked=True)
         else:  # shared_encoder: the encoder is unconditioned, so it runs outside any routing
-            low, high = self.backbone(images)
-            if self.decoder_execution == "stacked":
-                with self.router.route(tasks):
-                    repeated = [x.repeat(len(tasks), 1, 1, 1) for x in (low, high)]
-                    features = self._decode(*repeated, tasks, stacked=True)
+            encoded = self.backbone(images)
+            if self.decoder_execution == "sequential":
+                features = self._each_task(tasks, lambda: encoded)
             else:
-                features = {}
-                for task in tasks:
-                    with self.router.route((task,)):
-                        features.update(self._decode(low, high, (task,)))
+                with self.router.route(tasks):
+                    features = self._decode(*map(repeat, encoded), tasks, stacked=True)
         self.features = features
         size = images.shape[2:]
         return {
