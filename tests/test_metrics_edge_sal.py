@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from densemtl.metrics.edge import EdgeFMeasure, edge_match, edge_nms, edge_thresholds
 from densemtl.metrics.saliency import SaliencyMetric
@@ -94,8 +95,27 @@ def test_matching_is_maximum_not_greedy():
     pred[10, 11] = pred[10, 9] = True
     matched_pred, matched_gt = edge_match(pred, gt, radius=1.0)
     assert matched_pred.sum() == 2 and matched_gt.sum() == 2
-    # radius 0: no pixel coincides, no match
+    # radius 0: no pixel coincides, no match; a map against itself matches every pixel
     assert edge_match(pred, gt, radius=0.0)[0].sum() == 0
+    assert edge_match(gt, gt, radius=0.0)[1].sum() == 2
+
+
+def test_matching_size_equals_an_independent_assignment_solver():
+    # Patterned pixel sets (no random numbers) with many overlapping candidate pairs; the maximum
+    # matching size must equal the number of zero-cost pairs in a dense min-cost assignment
+    # (cost 0 within the radius, 1 otherwise).
+    yy, xx = np.mgrid[0:20, 0:20]
+    pred = (7 * xx + 3 * yy) % 11 == 0
+    gt = (5 * xx + 2 * yy) % 13 == 0
+    radius = 1.5
+    matched_pred, matched_gt = edge_match(pred, gt, radius)
+    p = np.argwhere(pred)
+    g = np.argwhere(gt)
+    cost = (np.linalg.norm(p[:, None] - g[None], axis=2) > radius).astype(float)
+    rows, cols = linear_sum_assignment(cost)
+    expected = int((cost[rows, cols] == 0).sum())
+    assert 0 < expected < min(len(p), len(g))
+    assert matched_pred.sum() == matched_gt.sum() == expected
 
 
 # ---------------------------------------------------------------------------------------------

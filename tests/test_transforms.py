@@ -304,9 +304,11 @@ def test_synthetic_scene_normals_follow_depth_through_flip_and_rotation(scene_se
         assert ok.sum() > 500
         return float(np.median(angle_error_deg(label[ok], derived[ok])))
 
-    # measured: 0.00–0.01° untouched; 1.26–1.34° after flip + 30° (nearest resampling noise
-    # over ±3 px); ≈ 55° if the rotation turned the normals the wrong way
+    # measured: 0.00–0.01° untouched; about 1.3° after flip + 30° (nearest resampling noise
+    # over ±3 px); 15–55° (depending on how much the surfaces face the camera) if the rotation
+    # turned the normals the wrong way
     assert median_error({k: chw(sample[k]) for k in ("depth", "normals")}) < 0.05
-    assert median_error(tf(sample)) < 2.5
+    right = median_error(tf(sample))
+    assert right < 2.5
     wrong = sample | {"normals": tasks["normals"].rotate_label(sample["normals"], -60.0)}
-    assert median_error(tf(wrong)) > 30.0
+    assert median_error(tf(wrong)) > max(10.0, 5 * right)

@@ -22,6 +22,7 @@ from densemtl.tasks import Task, build_task
 from densemtl.training.callbacks import AtomicCheckpointIO
 from densemtl.training.joint import JointModule
 from densemtl.training.single_tasking import SingleTaskingModule
+from densemtl.weighting import WeightingStrategy, build_weighting
 
 LOOPS = ("joint", "single_tasking")
 LOGGERS = ("csv", "wandb")
@@ -71,13 +72,30 @@ def build_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> DenseMTLNet:
     )
 
 
+def build_weighting_from_config(
+    cfg: Mapping[str, Any], tasks: Mapping[str, Task]
+) -> WeightingStrategy:
+    """The ``cfg.weighting`` strategy; ``fixed`` without ``weights`` uses each task's weight."""
+    options = dict(cfg.get("weighting") or {"name": "fixed"})
+    name = options.pop("name", "fixed")
+    if name == "fixed" and options.get("weights") is None:
+        options["weights"] = {t: task.weight for t, task in tasks.items()}
+    return build_weighting(name, list(tasks), **options)
+
+
 def build_module(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> pl.LightningModule:
     """The Lightning module of ``cfg.model.loop`` around a freshly built network."""
     loop = cfg["model"].get("loop", "joint")
     if loop not in LOOPS:
         raise ValueError(f"model.loop={loop!r} is not one of {', '.join(LOOPS)}")
     net = build_net(cfg, tasks)
-    common = dict(net=net, tasks=tasks, optimizer=dict(cfg["optimizer"]), config=to_plain(cfg))
+    common = dict(
+        net=net,
+        tasks=tasks,
+        optimizer=dict(cfg["optimizer"]),
+        config=to_plain(cfg),
+        weighting=build_weighting_from_config(cfg, tasks),
+    )
     if loop == "joint":
         if (cfg.get("adversarial") or {}).get("enabled"):
             raise ValueError("adversarial.enabled needs model.loop=single_tasking")

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from densemtl.tasks import Task
 from densemtl.training.optim import build_optimizer, build_schedule
+from densemtl.weighting import WeightingOutput, WeightingStrategy, build_weighting
 
 
 class MultiTaskModule(pl.LightningModule):
@@ -18,6 +19,8 @@ class MultiTaskModule(pl.LightningModule):
 
     Subclasses implement ``training_step``. ``config`` is the run's plain-dict configuration; it is
     the only hyper-parameter saved, so checkpoints load with ``torch.load(weights_only=True)``.
+    ``weighting`` combines the task losses (default: fixed, each task's own weight); it is a
+    submodule, so its state (histories, learned parameters) travels in the checkpoint.
     """
 
     def __init__(
@@ -26,6 +29,7 @@ class MultiTaskModule(pl.LightningModule):
         tasks: Mapping[str, Task],
         optimizer: Mapping[str, Any],
         config: Mapping[str, Any] | None = None,
+        weighting: WeightingStrategy | None = None,
         max_bad_steps: int = 20,
     ) -> None:
         super().__init__()
@@ -33,6 +37,13 @@ class MultiTaskModule(pl.LightningModule):
         self.net = net
         self.tasks = dict(tasks)
         self.task_names = list(self.tasks)
+        self.weighting = weighting or build_weighting(
+            "fixed", self.task_names, weights={t: task.weight for t, task in self.tasks.items()}
+        )
+        if list(self.weighting.tasks) != self.task_names:
+            raise ValueError(
+                f"weighting tasks {list(self.weighting.tasks)} differ from {self.task_names}"
+            )
         self.optimizer_cfg = dict(optimizer)
         self.val_metrics = nn.ModuleDict({t: task.make_metric() for t, task in self.tasks.items()})
         self.val_results: dict[str, dict[str, float]] = {}
@@ -65,13 +76,16 @@ class MultiTaskModule(pl.LightningModule):
             )
         return False
 
-    def log_losses(self, losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
-        """Log raw losses, weights and loss scales (w·L) per task."""
-        for t, value in losses.items():
-            v = value.detach()
-            self.log(f"train/loss/{t}", v, on_step=True, on_epoch=True)
-            self.log(f"train/weight/{t}", float(weights[t]), on_step=False, on_epoch=True)
-            self.log(f"train/scale/{t}", v * float(weights[t]), on_step=False, on_epoch=True)
+    def log_weighting(self, out: WeightingOutput) -> None:
+        """Log raw losses, weights and loss scales (w·L) per task, and their weighted total."""
+        for i, t in enumerate(out.tasks):
+            loss, weight = out.loss_tensor[i], out.weight_tensor[i]
+            self.log(f"train/loss/{t}", loss, on_step=True, on_epoch=True)
+            self.log(f"train/weight/{t}", weight, on_step=False, on_epoch=True)
+            self.log(f"train/scale/{t}", weight * loss, on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.weighting.on_epoch_end()
 
     # -- validation ---------------------------------------------------------------------------
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -93,8 +107,14 @@ class MultiTaskModule(pl.LightningModule):
 
     # -- optimisation -------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
-        """Parameter groups; subclasses scale the shared group or add their own modules."""
-        return [{"name": "net", "params": list(self.net.parameters())}]
+        """Parameter groups; subclasses scale the shared group or add their own modules.
+
+        The weighting's learned parameters get their own group without weight decay.
+        """
+        return [
+            {"name": "net", "params": list(self.net.parameters())},
+            {"name": "weighting", "params": self.weighting.extra_parameters(), "weight_decay": 0.0},
+        ]
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optimizer_cfg, self.param_groups())

@@ -11,9 +11,12 @@ from densemtl.training.base import MultiTaskModule
 
 
 class JointModule(MultiTaskModule):
-    """Multi-task (or single-task) baseline: one forward for all tasks, Σ_t w_t L_t.
+    """Multi-task (or single-task) baseline: one forward for all tasks, combined by the weighting.
 
-    The loss weights are the tasks' own ``weight`` (SPEC §1 defaults or the config's).
+    Lightning's automatic optimisation stays in charge (gradient accumulation, clipping, AMP):
+    ``training_step`` returns the plain sum of the losses for the progress bar and keeps the
+    per-task losses; the ``backward`` hook hands them to the weighting strategy, which runs the
+    backward itself (gradient methods need the task losses separately, not their sum).
     """
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
@@ -21,8 +24,16 @@ class JointModule(MultiTaskModule):
         losses = self.task_losses(preds, batch)
         if not self.losses_finite(losses):
             return None
-        weights = {t: self.tasks[t].weight for t in losses}
-        self.log_losses(losses, weights)
-        total = sum(weights[t] * losses[t] for t in losses)
-        self.log("train/loss", total.detach(), prog_bar=True)
-        return total
+        self._step_losses = losses
+        return sum(losses.values())
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        losses, self._step_losses = self._step_losses, None
+        out = self.weighting.backward(
+            losses,
+            shared_parameters=self.net.shared_parameters(),
+            representation=self.net.shared_representation,
+            backward_fn=lambda total: super(JointModule, self).backward(total, *args, **kwargs),
+        )
+        self.log_weighting(out)
+        self.log("train/loss", out.total, prog_bar=True)

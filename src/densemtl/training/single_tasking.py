@@ -7,20 +7,23 @@ Two update schedules (SPEC §2):
   get T updates per minibatch, so their learning rate is divided by T (appendix D). Gradients are
   reset to ``None`` before every pass, so task-specific parameters of the other tasks have no
   gradient and SGD/Adam leave them (and their momentum) untouched.
-* ``accumulated`` — the T task gradients are summed and one step is taken; this is what the
-  stacked-batch and shared-encoder execution modes compute in a single pass.
+* ``accumulated`` — all tasks in one call (which the stacked-batch and shared-encoder execution
+  modes compute in one pass), the task gradients summed, one optimiser step.
 
+The step itself is plain PyTorch (:func:`single_tasking_step`), so it is tested without a
+Trainer; the Lightning module only supplies ``manual_backward`` and cross-process agreement.
 Under DDP every process runs the same task passes (the order is fixed by config, and skipping a
-non-finite step is agreed across processes), takes the feature gradient with
+non-finite pass is agreed across processes), takes the feature gradient with
 ``autograd.grad(create_graph=True)`` and does exactly one ``manual_backward`` per pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from densemtl.models.discriminator import (
     ReversalSchedule,
@@ -29,9 +32,70 @@ from densemtl.models.discriminator import (
     combine_losses,
     task_gradient,
 )
+from densemtl.tasks import Task
 from densemtl.training.base import MultiTaskModule
+from densemtl.weighting import WeightingOutput, WeightingStrategy
+from densemtl.weighting.gradient_based import GramStrategy
 
 SCHEDULES = ("per_task", "accumulated")
+
+
+@dataclass
+class Adversary:
+    """The adversarial term of Eq. 5: discriminator, its weight w_d and the current λ."""
+
+    discriminator: TaskDiscriminator
+    w_d: float
+    lambd: float
+
+
+def single_tasking_step(
+    net: nn.Module,
+    tasks: Mapping[str, Task],
+    weighting: WeightingStrategy,
+    batch: Mapping[str, Any],
+    passes: Sequence[Sequence[str]],
+    optimizer: Any,
+    backward: Callable[[Tensor], None] = Tensor.backward,
+    adversary: Adversary | None = None,
+    agree: Callable[[Mapping[str, Tensor]], bool] | None = None,
+) -> list[tuple[WeightingOutput, Tensor | None]]:
+    """Run the task ``passes`` of one minibatch, one optimiser step per pass.
+
+    Each pass: zero the gradients (to ``None``), forward the pass's tasks, let ``weighting``
+    combine their losses, add ``w_d·L_D`` on the task gradients at ``net.features`` when an
+    adversary is given (Eq. 5: ``(1 − w_d)·Σ w_t L_t + w_d·L_D``), one ``backward``, one step.
+    ``agree(losses)`` decides whether the pass's losses are usable (all processes must agree);
+    a rejected pass is skipped. Returns each run pass's weighting output and adversarial loss.
+    """
+    task_names = list(tasks)
+    done = []
+    for pass_tasks in passes:
+        optimizer.zero_grad(set_to_none=True)
+        preds = net(batch["image"], list(pass_tasks))
+        losses = {t: tasks[t].loss(preds[t], batch[t]) for t in pass_tasks}
+        if agree is not None and not agree(losses):
+            continue
+        disc: list[Tensor] = []
+
+        def pass_backward(total: Tensor, pass_tasks=pass_tasks, disc=disc) -> None:
+            if adversary is not None:
+                grads = [task_gradient(total, net.features[t]) for t in pass_tasks]
+                index = [task_names.index(t) for t in pass_tasks]
+                disc.append(adversarial_loss(grads, index, adversary.discriminator,
+                                             adversary.lambd))
+                total = combine_losses(total, disc[0], adversary.w_d)
+            backward(total)
+
+        out = weighting.backward(
+            losses,
+            shared_parameters=net.shared_parameters(),
+            representation=net.shared_representation,
+            backward_fn=pass_backward,
+        )
+        optimizer.step()
+        done.append((out, disc[0].detach() if disc else None))
+    return done
 
 
 class SingleTaskingModule(MultiTaskModule):
@@ -57,12 +121,16 @@ class SingleTaskingModule(MultiTaskModule):
                 f"model.task_order={order} must list each task exactly once: {self.task_names}"
             )
         self.task_order = order
+        if schedule == "per_task" and len(order) > 1 and not self.weighting.accepts_task_subset:
+            raise ValueError(
+                f"weighting {self.weighting.name!r} needs every task's loss at once; use "
+                "model.schedule=accumulated or a per-task weighting (fixed, equal, uncertainty, "
+                "dwa, lsb)"
+            )
         adv = dict(adversarial or {})
-        self.adversarial = bool(adv.get("enabled", False))
         self.discriminator: TaskDiscriminator | None = None
-        if self.adversarial:
-            if feature_channels is None:
-                raise ValueError("the adversarial loss needs the decoder feature width")
+        if adv.get("enabled", False):
+            self._check_adversarial(feature_channels)
             self.w_d = float(adv.get("w_d", 0.1))
             if not 0.0 <= self.w_d <= 1.0:
                 raise ValueError(f"adversarial.w_d must be in [0, 1], got {self.w_d}")
@@ -78,64 +146,61 @@ class SingleTaskingModule(MultiTaskModule):
                 kernel_size=int(adv.get("kernel_size", 1)),
             )
 
+    def _check_adversarial(self, feature_channels: int | None) -> None:
+        if feature_channels is None:
+            raise ValueError("the adversarial loss needs the decoder feature width")
+        if isinstance(self.weighting, GramStrategy):
+            raise ValueError(
+                f"adversarial training combines with loss-based weightings only, not "
+                f"{self.weighting.name!r}"
+            )
+        shared_features = self.net.decoder_kind == "deeplab" and not self.net.decoder_conditioned
+        if self.schedule == "accumulated" and shared_features:
+            raise ValueError(
+                "adversarial training with model.schedule=accumulated needs per-task decoder "
+                "features (a task-conditioned decoder); use model.schedule=per_task"
+            )
+
     # -- parameter groups: shared lr / T in the per-task schedule -----------------------------
     def param_groups(self) -> list[dict]:
         n_tasks = len(self.task_names)
         shared_scale = 1.0 / n_tasks if self.schedule == "per_task" else 1.0
-        groups = [{"name": "shared", "params": list(self.net.shared_parameters()),
-                   "lr_scale": shared_scale}]
+        groups = [
+            {"name": "shared", "params": self.net.shared_parameters(), "lr_scale": shared_scale}
+        ]
         for t in self.task_names:
-            groups.append({"name": f"task/{t}", "params": list(self.net.task_parameters(t))})
+            groups.append({"name": f"task/{t}", "params": self.net.task_parameters(t)})
         if self.discriminator is not None:
             groups.append({"name": "discriminator", "lr_scale": self.disc_lr_scale,
                            "params": list(self.discriminator.parameters())})
+        groups.append({"name": "weighting", "params": self.weighting.extra_parameters(),
+                       "weight_decay": 0.0})
         return groups
 
-    def current_lambda(self) -> float:
-        """Gradient-reversal strength now: constant, or the Ganin schedule over progress."""
-        return self.reversal(self.progress())
-
-    # -- one pass -----------------------------------------------------------------------------
-    def pass_objective(
-        self, preds: Mapping[str, Tensor], batch: Mapping[str, Any]
-    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-        """Objective of the tasks in ``preds``: (1 − w_d)·Σ w_t L_t + w_d·L_D (Eq. 5)."""
-        losses = self.task_losses(preds, batch)
-        weighted = sum(self.tasks[t].weight * losses[t] for t in losses)
+    def adversary(self) -> Adversary | None:
+        """The adversarial term at the current training progress (λ from the schedule)."""
         if self.discriminator is None:
-            return weighted, losses, None
-        grads = [task_gradient(self.tasks[t].weight * losses[t], self.net.features[t])
-                 for t in losses]
-        indices = [self.task_names.index(t) for t in losses]
-        disc = adversarial_loss(grads, indices, self.discriminator, self.current_lambda())
-        return combine_losses(weighted, disc, self.w_d), losses, disc
+            return None
+        return Adversary(self.discriminator, self.w_d, self.reversal(self.progress()))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        opt = self.optimizers()
-        schedule = self.lr_schedulers()
-        images = batch["image"]
         if self.schedule == "per_task":
             passes = [[t] for t in self.task_order]
         else:
             passes = [list(self.task_order)]
-        logged: dict[str, Tensor] = {}
-        for tasks in passes:
-            opt.zero_grad(set_to_none=True)
-            preds = self.net(images, tasks)
-            objective, losses, disc = self.pass_objective(preds, batch)
-            if not self.losses_finite({**losses, "objective": objective}):
-                continue
-            self.manual_backward(objective)
-            opt.step()
-            logged.update(losses)
+        done = single_tasking_step(
+            self.net, self.tasks, self.weighting, batch, passes, self.optimizers(),
+            backward=self.manual_backward, adversary=self.adversary(), agree=self.losses_finite,
+        )
+        self.lr_schedulers().step()
+        for out, disc in done:
+            self.log_weighting(out)
             if disc is not None:
-                self.log("train/adversarial", disc.detach(), on_step=True, on_epoch=True)
-        schedule.step()
-        if logged:
-            self.log_losses(logged, {t: self.tasks[t].weight for t in logged})
-            total = sum(self.tasks[t].weight * v.detach() for t, v in logged.items())
+                self.log("train/adversarial", disc, on_step=True, on_epoch=True)
+        if done:
+            total = sum(out.total for out, _ in done)
             self.log("train/loss", total, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.log("train/lr_shared", self.optimizers().param_groups[0]["lr"])
-
