@@ -95,6 +95,7 @@ def build_module(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> pl.Lightn
         optimizer=dict(cfg["optimizer"]),
         config=to_plain(cfg),
         weighting=build_weighting_from_config(cfg, tasks),
+        max_bad_steps=int(cfg.get("max_bad_steps", 20)),
     )
     if loop == "joint":
         if (cfg.get("adversarial") or {}).get("enabled"):

@@ -88,7 +88,7 @@ def edge_nms(
     smoothed copy; zero every pixel whose value × ``margin`` is below the bilinearly sampled value
     at distance ``d = ±1..±radius`` along ``O``; multiply pixels within ``border`` of the image
     edge by ``distance / border`` (noisy there). As in the toolbox, ``sign(0) = 0`` makes the
-    orientation 0 (horizontal) wherever ``Oxy`` is exactly 0 — e.g. on a perfectly horizontal
+    normal horizontal (O = 0) wherever ``Oxy`` is exactly 0 — e.g. on a perfectly horizontal
     ridge, which NMS then leaves wide; the thinning step of the evaluation removes that width.
     """
     image = np.asarray(prob, dtype=np.float64)
@@ -103,7 +103,9 @@ def edge_nms(
     oy, ox = np.gradient(smooth)
     oxx = np.gradient(ox, axis=1)
     oyy, oxy = np.gradient(oy)
-    orientation = np.mod(np.arctan(oyy * np.sign(-oxy) / (oxx + 1e-5)), np.pi)
+    with np.errstate(divide="ignore", invalid="ignore"):  # oxx = -1e-5 exactly: ±inf or 0/0
+        orientation = np.mod(np.arctan(oyy * np.sign(-oxy) / (oxx + 1e-5)), np.pi)
+    orientation = np.nan_to_num(orientation, nan=0.0)
     cos_o, sin_o = np.cos(orientation), np.sin(orientation)
 
     h, w = edge.shape

@@ -3,10 +3,11 @@
 * ``"dataset_beta2_0.3"`` — the MTI-Net / ATRC ``MaxF`` meter: thresholds ``t = 0.05·k``,
   ``k = 1..19``, prediction positive where ``prob >= t``; precision and recall from TP / predicted
   / actual positives summed over the dataset; ``F = (1 + β²)·P·R / (β²·P + R)`` with β² = 0.3;
-  maxF = max over thresholds. Its mIoU (that meter reports none; the brief's definition) is the
+  maxF = max over thresholds. Its mIoU (that meter reports none; defined here) is the
   mean of background and foreground IoU of the ``prob >= 0.5`` map from dataset-level counts, a
   class whose union is empty over the whole dataset being left out of the mean.
-* ``"image_beta2_1"`` — ASTMT's ``eval_sal`` (also used by ATRC for the sal mIoU in its Δm):
+* ``"image_beta2_1"`` — ASTMT's ``eval_sal`` (copied by later multi-task code; its sal mIoU is
+  the saliency score that convention's Δm uses, SPEC §5):
   15 thresholds ``t = 0.2 + 0.05·j``, ``j = 0..14``, positive where ``prob > t`` (strict);
   per image precision ``tp/(tp+fp)``, recall ``tp/(tp+fn)`` (0 when the denominator is 0) and
   foreground Jaccard ``tp/(tp+fp+fn)`` (1 when the image has neither GT nor predicted
