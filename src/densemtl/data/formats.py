@@ -324,6 +324,7 @@ class BenchmarkDataset(Dataset, ABC):
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".densemtl_cache"
         self.progress = progress
         self.ids = read_split(self.split_file(split))
+        self.validate_tree()
         self.skipped: list[Problem] = []
         if check != "none":
             problems = self.scan(full=check == "full")
@@ -351,8 +352,13 @@ class BenchmarkDataset(Dataset, ABC):
         """The files a task's label of a sample is made from (all must exist)."""
 
     @abstractmethod
-    def load_label(self, sample_id: str, task: str, size: tuple[int, int]) -> np.ndarray:
-        """The label in the numpy convention, checked against the image ``size``."""
+    def load_label(self, sample_id: str, task: str, size: tuple[int, int] | None) -> np.ndarray:
+        """The label in the numpy convention, checked against the image ``size`` (``None``: the
+        image was unreadable, check the label alone)."""
+
+    def validate_tree(self) -> None:
+        """Tree-level checks before the per-sample scan (e.g. the NYUD variant); raise
+        :class:`DataFormatError` on a tree of the wrong kind."""
 
     def meta(self) -> dict[str, Any]:
         """Dataset-level values recorded in every sample's ``meta`` (e.g. the NYUD variant)."""
