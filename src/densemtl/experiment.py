@@ -6,16 +6,18 @@ Everything here takes plain mappings, so the same functions serve the CLI, noteb
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from densemtl.data.datamodule import MultiTaskDataModule
 from densemtl.models import DenseMTLNet
+from densemtl.models.lsb_nets import LSB_ARCHITECTURES, LsbNet, build_lsb_net
 from densemtl.resources import resource_report
 from densemtl.results import delta_m_of, format_table, load_baselines, write_json_atomic
 from densemtl.tasks import Task, build_task
@@ -57,8 +59,8 @@ def build_tasks(cfg: Mapping[str, Any]) -> dict[str, Task]:
     return tasks
 
 
-def build_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> DenseMTLNet:
-    """The network of ``cfg.model`` + ``cfg.backbone`` + ``cfg.modulation`` for ``tasks``."""
+def build_deeplab_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> DenseMTLNet:
+    """``DenseMTLNet`` of ``cfg.model`` + ``cfg.backbone`` + ``cfg.modulation`` for ``tasks``."""
     model, mod = cfg["model"], cfg.get("modulation") or {}
     return DenseMTLNet(
         {t: task.out_channels for t, task in tasks.items()},
@@ -70,6 +72,36 @@ def build_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> DenseMTLNet:
         adapters=bool(mod.get("adapters", False)),
         execution=model.get("execution", "sequential"),
     )
+
+
+def build_lsb_study_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> LsbNet:
+    """An LSB-study network (``model.arch`` = lsb_*); its encoder is in ``cfg.model``, so the
+    ``backbone`` and ``modulation`` groups do not apply."""
+    model = cfg["model"]
+    return build_lsb_net(
+        model["arch"],
+        {t: task.out_channels for t, task in tasks.items()},
+        encoder=model.get("encoder", "mobilenetv2"),
+        encoder_width=float(model.get("encoder_width", 1.0)),
+        decoder_width=int(model.get("decoder_width", 512)),
+        pretrained_path=model.get("pretrained_path"),
+        stitch_init=model.get("stitch_init"),
+    )
+
+
+#: ``model.arch`` -> network builder (cfg, tasks) -> net with the ``DenseMTLNet`` API.
+ARCHITECTURES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Task]], nn.Module]] = {
+    "deeplab": build_deeplab_net,
+    **dict.fromkeys(LSB_ARCHITECTURES, build_lsb_study_net),
+}
+
+
+def build_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> nn.Module:
+    """The network of ``cfg.model.arch`` (default ``deeplab``, the ASTMT ``DenseMTLNet``)."""
+    arch = cfg["model"].get("arch", "deeplab")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"model.arch={arch!r} is not one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](cfg, tasks)
 
 
 def build_weighting_from_config(

@@ -1,4 +1,6 @@
-"""``densemtl-data``: create datasets (``make synthetic``)."""
+"""``densemtl-data``: create datasets (``make synthetic``), check real benchmark trees
+(``verify``), write tiny trees in their published formats (``fixture``), fetch public archives
+(``download``)."""
 
 from __future__ import annotations
 
@@ -20,12 +22,65 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0, help="scene seed")
     make.add_argument("--extras", action="store_true", help="also the LSB extra tasks' labels")
     make.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    benchmarks = ["pascal_context", "nyud", "taskonomy", "fsv"]
+    variants = ["npy_480x640", "png_425x560"]
+    verify = sub.add_parser("verify", help="check a benchmark tree (exit 1 on problems)")
+    verify.add_argument("dataset", choices=benchmarks)
+    verify.add_argument("root", help="the tree's root directory (e.g. .../PASCAL_MT)")
+    verify.add_argument("--variant", choices=variants, default=None, help="NYUD variant")
+    verify.add_argument("--subset", action="store_true",
+                        help="a partial tree or fixture: do not compare with published counts")
+    verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fixture = sub.add_parser("fixture", help="write a tiny tree in the published format")
+    fixture.add_argument("dataset", choices=benchmarks)
+    fixture.add_argument("dir", help="directory to write the tree into")
+    fixture.add_argument("--variant", choices=variants, default=None, help="NYUD variant")
+    download = sub.add_parser("download", help="fetch and safely extract a public archive")
+    download.add_argument("dataset", choices=benchmarks)
+    download.add_argument("dir", help="directory to download and extract into")
+    download.add_argument("--sha256", default=None, help="expected SHA-256 of the archive")
     return parser
+
+
+def _variant_kwargs(args: argparse.Namespace) -> dict:
+    """``--variant`` as loader / fixture keyword (only NYUD has variants)."""
+    if args.variant is None:
+        return {}
+    if args.dataset != "nyud":
+        raise SystemExit(f"--variant applies to nyud only, not {args.dataset}")
+    return {"variant": args.variant}
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    """``verify`` / ``fixture`` / ``download``; returns the exit status."""
+    if args.command == "verify":
+        from densemtl.data.verify import format_report, verify_tree
+
+        report = verify_tree(args.dataset, args.root, subset=args.subset,
+                             progress=not args.no_progress, **_variant_kwargs(args))
+        print(format_report(report))
+        return 0 if report.ok else 1
+    if args.command == "fixture":
+        from densemtl.data.verify import write_fixture
+
+        print(f"fixture tree -> {write_fixture(args.dataset, args.dir, **_variant_kwargs(args))}")
+        return 0
+    from densemtl.data.download import download
+
+    try:
+        root = download(args.dataset, args.dir, sha256=args.sha256)
+    except (KeyError, ValueError) as err:
+        print(f"download failed: {err}", file=sys.stderr)
+        return 1
+    print(f"extracted -> {root}; check it with `densemtl-data verify {args.dataset} {root}`")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    if args.command != "make":
+        return run_benchmark_command(args)
     from densemtl.data.synthetic import write_cache
 
     if args.n <= 0 or args.size < 16:

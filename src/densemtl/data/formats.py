@@ -45,7 +45,8 @@ class Problem:
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.problem} (sample {self.sample})"
+        where = "" if self.sample == "-" else f" (sample {self.sample})"
+        return f"{self.path}: {self.problem}{where}"
 
 
 # -- readers -----------------------------------------------------------------------------------
@@ -272,6 +273,16 @@ def _fingerprint(paths: Iterable[Path], extra: str) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class SampleCheck:
+    """What checking one sample found: its problems, its image size (``None`` if unreadable or
+    not decoded) and the tasks whose label decoded cleanly."""
+
+    problems: list[Problem]
+    size: tuple[int, int] | None
+    ok_tasks: list[str]
+
+
 class BadTreeError(DataFormatError):
     """A dataset tree failed verification; ``problems`` lists every bad file."""
 
@@ -324,7 +335,7 @@ class BenchmarkDataset(Dataset, ABC):
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".densemtl_cache"
         self.progress = progress
         self.ids = read_split(self.split_file(split))
-        self.validate_tree()
+        self.prepare_ids()
         self.skipped: list[Problem] = []
         if check != "none":
             problems = self.scan(full=check == "full")
@@ -356,9 +367,9 @@ class BenchmarkDataset(Dataset, ABC):
         """The label in the numpy convention, checked against the image ``size`` (``None``: the
         image was unreadable, check the label alone)."""
 
-    def validate_tree(self) -> None:
-        """Tree-level checks before the per-sample scan (e.g. the NYUD variant); raise
-        :class:`DataFormatError` on a tree of the wrong kind."""
+    def prepare_ids(self) -> None:
+        """Hook run once the split's ids are read, before the scan: refuse a tree of the wrong
+        kind (the NYUD variant) or select ids (FSV's test subset)."""
 
     def meta(self) -> dict[str, Any]:
         """Dataset-level values recorded in every sample's ``meta`` (e.g. the NYUD variant)."""
@@ -384,29 +395,28 @@ class BenchmarkDataset(Dataset, ABC):
         return sample
 
     def check_sample(self, sample_id: str, tasks: Sequence[str] | None = None,
-                     full: bool = True) -> tuple[list[Problem], tuple[int, int] | None]:
-        """Problems of one sample and its image size (``None`` when the image is bad or
-        ``full`` is off); ``full=False`` only checks that files exist."""
+                     full: bool = True) -> SampleCheck:
+        """Problems of one sample; ``full=False`` only checks that its files exist."""
         tasks = self.tasks if tasks is None else list(tasks)
-        problems: list[Problem] = []
         if not full:
-            for path in [self.image_path(sample_id)] + [
-                    p for t in tasks for p in self.label_files(sample_id, t)]:
-                if not path.is_file():
-                    problems.append(Problem(sample_id, str(path), "missing file"))
-            return problems, None
-        size = None
+            problems = [Problem(sample_id, str(path), "missing file")
+                        for path in [self.image_path(sample_id)]
+                        + [p for t in tasks for p in self.label_files(sample_id, t)]
+                        if not path.is_file()]
+            return SampleCheck(problems, None, [])
+        check = SampleCheck([], None, [])
         try:
             image = self.load_image(sample_id)
-            size = (image.shape[0], image.shape[1])
+            check.size = (image.shape[0], image.shape[1])
         except DataFormatError as err:
-            problems.append(Problem(sample_id, err.path, err.problem))
+            check.problems.append(Problem(sample_id, err.path, err.problem))
         for task in tasks:
             try:
-                self.load_label(sample_id, task, size)
+                self.load_label(sample_id, task, check.size)
+                check.ok_tasks.append(task)
             except DataFormatError as err:
-                problems.append(Problem(sample_id, err.path, err.problem))
-        return problems, size
+                check.problems.append(Problem(sample_id, err.path, err.problem))
+        return check
 
     def scan(self, full: bool = True) -> list[Problem]:
         """Problems of every sample of the split (cached by fingerprint once a scan is clean)."""
@@ -422,7 +432,7 @@ class BenchmarkDataset(Dataset, ABC):
         problems: list[Problem] = []
         for sample_id in tqdm(self.ids, desc=f"checking {self.NAME} {self.split}",
                               disable=not self.progress, leave=False):
-            problems += self.check_sample(sample_id, full=full)[0]
+            problems += self.check_sample(sample_id, full=full).problems
         if full and not problems:
             try:
                 stamp.parent.mkdir(parents=True, exist_ok=True)

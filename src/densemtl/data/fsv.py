@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from densemtl.data.datamodule import register_dataset
 from densemtl.data.formats import (
     BenchmarkDataset,
     check_classes,
@@ -57,6 +58,7 @@ def encode_disparity(disparity: np.ndarray) -> np.ndarray:
     return np.stack([v % 256, (v // 256) % 256, v // 65536], axis=-1).astype(np.uint8)
 
 
+@register_dataset("fsv")
 class FSV(BenchmarkDataset):
     """A split of FSV (see the module docstring)."""
 
@@ -74,7 +76,7 @@ class FSV(BenchmarkDataset):
         """``gt_sets/gta_<split>.txt``."""
         return self.root / "gt_sets" / f"gta_{split}.txt"
 
-    def validate_tree(self) -> None:
+    def prepare_ids(self) -> None:
         """Apply the ASTMT test subsampling (``mini_test``)."""
         if self.split == "test" and self.mini_test:
             self.ids = self.ids[::max(1, len(self.ids) // 5000)]

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from densemtl.data.datamodule import register_dataset
 from densemtl.data.formats import (
     BenchmarkDataset,
     DataFormatError,
@@ -55,6 +56,7 @@ def _check_variant(variant: str) -> None:
                          f"(480×640 .npy tree NYUD_MT/, or 425×560 PNG tree NYUDv2/)")
 
 
+@register_dataset("nyud")
 class NYUD(BenchmarkDataset):
     """A split of one NYUD-v2 variant (see the module docstring)."""
 
@@ -86,7 +88,7 @@ class NYUD(BenchmarkDataset):
         folder = "segmentation" if task == "semseg" else task
         return [self.root / folder / f"{sample_id}{suffix}"]
 
-    def validate_tree(self) -> None:
+    def prepare_ids(self) -> None:
         """Refuse a tree of the other variant (never mix them silently)."""
         first = self.ids[0]
         if self.image_path(first).is_file():

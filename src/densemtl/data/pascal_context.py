@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from densemtl.data.datamodule import register_dataset
 from densemtl.data.formats import (
     BenchmarkDataset,
     DataFormatError,
@@ -116,6 +117,7 @@ def human_parts_from_anno(anno: Any, path: str | os.PathLike) -> np.ndarray | No
     return target
 
 
+@register_dataset("pascal_context")
 class PascalContext(BenchmarkDataset):
     """PASCAL-Context multi-task split (see the module docstring for layout and decoding)."""
 

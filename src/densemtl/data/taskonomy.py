@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from densemtl.data.datamodule import register_dataset
 from densemtl.data.formats import (
     BenchmarkDataset,
     DataFormatError,
@@ -70,6 +71,7 @@ DOMAINS: dict[str, tuple[str, str, int, float]] = {
 DEPTH_INVALID = 65535
 
 
+@register_dataset("taskonomy")
 class Taskonomy(BenchmarkDataset):
     """The LSB study's Taskonomy sample (see the module docstring); ``num_classes`` bounds the
     stored segmentation ids."""

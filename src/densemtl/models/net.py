@@ -12,12 +12,30 @@ from .conditioning import PerTaskModule, TaskRouter, condition_blocks
 from .deeplab import DeepLabV3PlusDecoder, UberNetDecoder
 from .heads import TaskHeads
 
-__all__ = ["DECODERS", "DECODER_EXECUTIONS", "EXECUTIONS", "SE_CHOICES", "DenseMTLNet"]
+__all__ = [
+    "DECODERS",
+    "DECODER_EXECUTIONS",
+    "EXECUTIONS",
+    "SE_CHOICES",
+    "DenseMTLNet",
+    "select_tasks",
+]
 
 SE_CHOICES = ("none", "decoder", "encoder_decoder")
 DECODERS = ("deeplab", "ubernet")
 EXECUTIONS = ("sequential", "stacked", "shared_encoder")
 DECODER_EXECUTIONS = ("stacked", "sequential")
+
+
+def select_tasks(tasks: Sequence[str] | str | None, known: tuple[str, ...]) -> tuple[str, ...]:
+    """The requested task names (None: all ``known``), checked to be distinct and known."""
+    if tasks is None:
+        return known
+    tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown or not tasks or len(set(tasks)) != len(tasks):
+        raise ValueError(f"forward needs distinct task names from {list(known)}, got {list(tasks)}")
+    return tasks
 
 
 def _choice(kind: str, value: str, choices: Sequence[str]) -> str:
@@ -139,15 +157,7 @@ class DenseMTLNet(nn.Module):
         self.shared_representation: tuple[Tensor, ...] | None = None
 
     def _check_tasks(self, tasks: Sequence[str] | None) -> tuple[str, ...]:
-        if tasks is None:
-            return self.tasks
-        tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
-        unknown = [t for t in tasks if t not in self.tasks]
-        if unknown or not tasks or len(set(tasks)) != len(tasks):
-            raise ValueError(
-                f"forward needs distinct task names from {list(self.tasks)}, got {list(tasks)}"
-            )
-        return tasks
+        return select_tasks(tasks, self.tasks)
 
     def _decode(
         self, low: Tensor, high: Tensor, tasks: tuple[str, ...], stacked: bool = False
@@ -220,3 +230,17 @@ class DenseMTLNet(nn.Module):
         """Parameters every task uses (the complement of all tasks' ``task_parameters``)."""
         task_ids = {id(p) for t in self.tasks for p in self.task_parameters(t)}
         return [p for p in self.parameters() if id(p) not in task_ids]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """Weights of the last shared layer (GradNorm's W): the DeepLab decoder's last conv, or
+        the encoder's last block under the UberNet decoder (whose decoder is per task).
+
+        Only multi-dimensional shared weights: a task-conditioned layer's per-task copies
+        (adapters, SE, BN) belong to single tasks, and biases / BN scales are left out.
+        """
+        shared = {id(p) for p in self.shared_parameters()}
+        if self.decoder_kind == "deeplab":
+            layer = self.decoder.refine.conv
+        else:
+            layer = list(self.backbone.conditioning_slots())[-1][0]
+        return [p for p in layer.parameters() if id(p) in shared and p.dim() > 1]

@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from densemtl.training.base import MultiTaskModule
+from densemtl.weighting.gradient_based import GradNorm
 
 
 class JointModule(MultiTaskModule):
@@ -29,9 +30,13 @@ class JointModule(MultiTaskModule):
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         losses, self._step_losses = self._step_losses, None
+        # GradNorm balances gradient norms at the last shared layer only (Chen et al. 2018)
+        gradnorm = isinstance(self.weighting, GradNorm)
         out = self.weighting.backward(
             losses,
-            shared_parameters=self.net.shared_parameters(),
+            shared_parameters=(
+                self.net.last_shared_parameters() if gradnorm else self.net.shared_parameters()
+            ),
             representation=self.net.shared_representation,
             backward_fn=lambda total: super(JointModule, self).backward(total, *args, **kwargs),
         )
