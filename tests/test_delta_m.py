@@ -51,3 +51,18 @@ def test_zero_baseline_and_empty_selection_are_errors():
         delta_m({"depth": 1.0}, {"depth": 0.0}, {"depth": False})
     with pytest.raises(ValueError, match="at least one metric"):
         delta_m({}, {}, {})
+
+
+def test_reference_rows_reproduce_paper_delta_m_through_load_baselines():
+    """``baselines=reference:<row>`` loads the shipped paper numbers; Δm of the paper's own
+    multi-task row against them is the paper's 6.62 % drop (ASTMT Table 3, R-26)."""
+    from densemtl.results import delta_m_of, load_baselines
+    from densemtl.tasks import build_task
+
+    base = load_baselines("reference:astmt_pascal_r26")
+    tasks = {"edge": build_task("edge"), "semseg": build_task("semseg", num_classes=21),
+             "human_parts": build_task("human_parts"), "normals": build_task("normals"),
+             "sal": build_task("sal", convention="image_beta2_1")}
+    mtl = {"edge": {"odsF": 69.2}, "semseg": {"mIoU": 60.20}, "human_parts": {"mIoU": 54.10},
+           "normals": {"mean": 17.04}, "sal": {"mIoU": 62.10}}
+    assert round(delta_m_of(mtl, base, tasks)["delta_m_drop"], 2) == 6.62

@@ -117,7 +117,8 @@ def test_taskonomy_decodings(tmp_path):
         assert s[key][1, 1, 0] == pytest.approx(0.2)
     small = Taskonomy(root, "test", ["depth", "semseg"], resize=16, progress=False)[0]
     assert small["image"].shape == (16, 16, 3) and small["semseg"].shape == (16, 16, 1)
-    assert small["semseg"][0, 15, 0] == 3 and small["depth"][0, 0, 0] == 0
+    assert small["semseg"][0, 7, 0] == 0 and small["semseg"][0, 8, 0] == 3
+    assert np.all(small["depth"] == 2.0)  # nearest at pixel centres samples rows 1, 3, ...
 
 
 def test_fsv_decodings(tmp_path):
@@ -162,7 +163,8 @@ def test_save_prediction_formats_round_trip(tmp_path):
     assert edge_png.suffix == ".png" and read_png(edge_png).tolist() == [[0, 128, 255]]
     normals = torch.nn.functional.normalize(torch.tensor([[[0.3]], [[-0.5]], [[0.8]]]), dim=0)
     png = read_png(save_prediction("normals", normals, tmp_path / "n"))
-    np.testing.assert_allclose(2 * png[0, 0] / 255 - 1, normals[:, 0, 0], atol=1 / 255)
+    decoded = 2 * png[0, 0].astype(float) / 255 - 1
+    np.testing.assert_allclose(decoded, normals[:, 0, 0], atol=1 / 255)
     seg = save_prediction("semseg", torch.tensor([[3, 20]]), tmp_path / "s")
     assert read_png(seg).tolist() == [[3, 20]]
     depth = np.load(save_prediction("depth", torch.full((1, 2, 2), 1.25), tmp_path / "d"))

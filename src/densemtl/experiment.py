@@ -15,19 +15,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from densemtl.baselines import constant_predictor_results
 from densemtl.data.datamodule import MultiTaskDataModule
 from densemtl.models import DenseMTLNet
 from densemtl.models.lsb_nets import LSB_ARCHITECTURES, LsbNet, build_lsb_net
+from densemtl.report.tables import run_summary
 from densemtl.resources import resource_report
 from densemtl.results import delta_m_of, format_table, load_baselines, write_json_atomic
 from densemtl.tasks import Task, build_task
 from densemtl.training.callbacks import AtomicCheckpointIO
 from densemtl.training.joint import JointModule
+from densemtl.training.logging import build_callbacks, build_loggers, write_run_info
 from densemtl.training.single_tasking import SingleTaskingModule
 from densemtl.weighting import WeightingStrategy, build_weighting
 
 LOOPS = ("joint", "single_tasking")
-LOGGERS = ("csv", "wandb")
 
 
 def to_plain(cfg: Any) -> Any:
@@ -147,32 +149,17 @@ def build_datamodule(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> Multi
     return MultiTaskDataModule.from_config(dict(cfg["data"]), tasks)
 
 
-def build_logger(cfg: Mapping[str, Any], output_dir: Path):
-    """CSV (default) or wandb logger writing into the run directory."""
-    lcfg = cfg.get("logger") or {"name": "csv"}
-    name = lcfg.get("name", "csv")
-    if name == "csv":
-        return pl.loggers.CSVLogger(save_dir=str(output_dir), name="", version="")
-    if name == "wandb":
-        return pl.loggers.WandbLogger(
-            project=lcfg.get("project", "densemtl"),
-            save_dir=str(output_dir),
-            offline=bool(lcfg.get("offline", True)),
-            config=to_plain(cfg),
-        )
-    raise ValueError(f"logger.name={name!r} is not one of {', '.join(LOGGERS)}")
-
-
 def build_trainer(cfg: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
-    """Trainer with the configured arguments, a crash-safe ``last.ckpt`` and the logger."""
+    """Trainer with the configured arguments, a crash-safe ``last.ckpt``, the loggers and the
+    tracking callbacks (learning rates, Δm, qualitative grids; see ``training/logging.py``)."""
     targs = dict(cfg.get("trainer") or {})
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0
     )
     return pl.Trainer(
         default_root_dir=str(output_dir),
-        logger=build_logger(cfg, output_dir),
-        callbacks=[checkpoint],
+        logger=build_loggers(cfg, output_dir),
+        callbacks=[checkpoint, *build_callbacks(cfg, output_dir)],
         plugins=[AtomicCheckpointIO()],
         **targs,
     )
@@ -184,8 +171,11 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True)
     tasks = build_tasks(cfg)
-    baselines = load_baselines(cfg.get("baselines"))
+    baselines = load_baselines(to_plain(cfg.get("baselines")))
+    info = write_run_info(cfg, output_dir)
     datamodule = build_datamodule(cfg, tasks)
+    if cfg.get("constant_baseline"):
+        return constant_baseline(cfg, tasks, datamodule, output_dir)
     module = build_module(cfg, tasks)
     trainer = build_trainer(cfg, output_dir)
     start = time.perf_counter()
@@ -198,7 +188,24 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     size = data.get("crop_size") or data.get("size") or 512
     size = int(size if isinstance(size, int) else max(size))
     cost = resource_report(module.net, list(tasks), size)
-    return finish(cfg, module, output_dir, baselines, train_seconds=train_seconds, resources=cost)
+    return finish(cfg, module, output_dir, baselines, train_seconds=train_seconds, resources=cost,
+                  run=info)
+
+
+def constant_baseline(
+    cfg: Mapping[str, Any], tasks: Mapping[str, Task], datamodule, output_dir: Path
+) -> dict[str, Any]:
+    """Score the best constant predictor on the validation set; writes ``metrics.json``."""
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    results = constant_predictor_results(
+        datamodule.train_dataloader(), datamodule.val_dataloader(), tasks
+    )
+    payload = {"name": "constant", "dataset": cfg["data"].get("name"), "tasks": results,
+               "config": to_plain(cfg)}
+    path = write_json_atomic(output_dir / "metrics.json", payload)
+    print(f"\nConstant predictor:\n{format_table(results, tasks)}\nWritten: {path}")
+    return payload
 
 
 def finish(
@@ -219,12 +226,8 @@ def finish(
     }
     if baselines is not None:
         payload["delta_m"] = delta_m_of(results, baselines, module.tasks)
-    path = write_json_atomic(output_dir / "metrics.json", payload)
-    print(f"\nResults ({payload['name']}):\n{format_table(results, module.tasks)}")
-    if "delta_m" in payload:
-        d = payload["delta_m"]
-        print(f"  Δm: drop {d['delta_m_drop']:.2f} % (gain {d['delta_m_gain']:+.2f} %)")
-    print(f"Written: {path}\nCheckpoints: {output_dir / 'checkpoints'}")
+    write_json_atomic(output_dir / "metrics.json", payload)
+    print(run_summary(payload, output_dir))
     return payload
 
 

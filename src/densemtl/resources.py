@@ -73,11 +73,6 @@ def plot_delta_m(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     Each run directory needs a ``metrics.json`` with ``delta_m`` (train with ``baselines=``) and
     ``resources`` (written by every training run).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = []
     for d in run_dirs:
         path = Path(d) / "metrics.json"
@@ -92,6 +87,18 @@ def plot_delta_m(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             (data.get("name") or Path(d).name, res["parameters"]["total"],
              res["multiply_adds"]["all_tasks"], data["delta_m"]["delta_m_drop"])
         )
+    return plot_delta_m_points(points, out)
+
+
+def plot_delta_m_points(
+    points: Sequence[tuple[str, float, float, float]], out: str | Path
+) -> Path:
+    """Draw Fig. 5 from ``(label, parameters, multiply-adds, Δm drop %)`` points into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, idx, label in ((axes[0], 1, "parameters (M)"), (axes[1], 2, "multiply-adds (G)")):
         scale = 1e6 if idx == 1 else 1e9

@@ -26,10 +26,15 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
 
 
 def load_baselines(spec: str | Path | Mapping | None) -> dict[str, dict[str, float]] | None:
-    """Single-task baseline numbers: a mapping task → {metric: value}, or a JSON file of either
-    that mapping or a run's ``metrics.json`` (whose ``"tasks"`` entry is used)."""
+    """Single-task baseline numbers: a mapping task → {metric: value}, ``reference:<row>`` (a
+    paper's numbers shipped in ``densemtl.reference``), or a JSON file of either that mapping or
+    a run's ``metrics.json`` (whose ``"tasks"`` entry is used)."""
     if spec is None:
         return None
+    if isinstance(spec, str) and spec.startswith("reference:"):
+        from densemtl import reference
+
+        return reference.baselines(spec.split(":", 1)[1])
     if isinstance(spec, Mapping):
         return {t: {k: float(v) for k, v in m.items()} for t, m in spec.items()}
     path = Path(spec)

@@ -29,6 +29,7 @@ __all__ = [
     "collect_block_features",
     "collect_se_gates",
     "equally_spaced",
+    "evaluating",
     "format_similarity_table",
     "layer_similarity",
     "network_of",
@@ -69,7 +70,7 @@ def se_layers(model: nn.Module) -> dict[str, TaskSqueezeExcite]:
 
 
 @contextmanager
-def _inference(net: nn.Module) -> Iterator[None]:
+def evaluating(net: nn.Module) -> Iterator[None]:
     """Eval mode and no gradients for the block; every module's training flag restored after."""
     modes = {m: m.training for m in net.modules()}
     net.eval()
@@ -152,7 +153,7 @@ def collect_se_gates(
 
         return record
 
-    with ExitStack() as stack, _inference(net):
+    with ExitStack() as stack, evaluating(net):
         for name, se in layers.items():
             for task in tasks:
                 handle = se.per_task[task].gate.register_forward_hook(hook(name, task))
@@ -233,8 +234,9 @@ def layer_similarity(gates: TaskGates) -> list[LayerSimilarity]:
 def format_similarity_table(rows: Sequence[LayerSimilarity]) -> str:
     """Plain-text table of :func:`layer_similarity` rows (one line per layer)."""
     width = max(len("layer"), *(len(r.layer) for r in rows))
-    head = f"{'depth':>5}  {'layer':<{width}}  {'C':>4}  {'cosine':>7}  {'corr':>7}  {'min corr':>8}"
-    lines = [head]
+    lines = [
+        f"{'depth':>5}  {'layer':<{width}}  {'C':>4}  {'cosine':>7}  {'corr':>7}  {'min corr':>8}"
+    ]
     for r in rows:
         lines.append(
             f"{r.depth:>5}  {r.layer:<{width}}  {r.channels:>4}  {r.cosine:>7.4f}  "
@@ -339,7 +341,7 @@ def collect_block_features(
 
         return record
 
-    with ExitStack() as stack, _inference(net):
+    with ExitStack() as stack, evaluating(net):
         for layer in layers:
             parent = net.get_submodule(layer.rpartition(".")[0])
             stack.callback(parent.register_forward_hook(hook(layer)).remove)
@@ -366,8 +368,10 @@ def pca_rgb(features: Mapping[str, Tensor | np.ndarray]) -> dict[str, np.ndarray
     channels = {a.shape[0] for a in arrays.values()}
     bad = {t: a.shape for t, a in arrays.items() if a.ndim != 3}
     if bad or len(channels) != 1:
-        raise ValueError(f"expected C×H×W features with one C for all tasks, got shapes "
-                         f"{ {t: a.shape for t, a in arrays.items()} }")
+        raise ValueError(
+            f"expected C×H×W features with one C for all tasks, got shapes "
+            f"{ {t: a.shape for t, a in arrays.items()} }"
+        )
     (c,) = channels
     if c < 3:
         raise ValueError(f"PCA to 3 components needs at least 3 channels, got {c}")
@@ -381,9 +385,7 @@ def pca_rgb(features: Mapping[str, Tensor | np.ndarray]) -> dict[str, np.ndarray
     stacked = np.concatenate(list(projected.values()))
     low, high = stacked.min(axis=0), stacked.max(axis=0)
     span = np.where(high > low, high - low, 1.0)
-    return {
-        t: ((p - low) / span).reshape(*arrays[t].shape[1:], 3) for t, p in projected.items()
-    }
+    return {t: ((p - low) / span).reshape(*arrays[t].shape[1:], 3) for t, p in projected.items()}
 
 
 def plot_pca_rgb(images: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:

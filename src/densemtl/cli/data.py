@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from densemtl.data.synthetic import write_cache
 
     if args.n <= 0 or args.size < 16:
-        print(f"--n must be > 0 and --size >= 16 (got n={args.n}, size={args.size})", file=sys.stderr)
+        print(f"--n must be > 0 and --size >= 16 (got n={args.n}, size={args.size})",
+              file=sys.stderr)
         return 2
     start = time.perf_counter()
     path = write_cache(args.root, n=args.n, size=args.size, seed=args.seed, extras=args.extras,

@@ -138,7 +138,8 @@ class PascalContext(BenchmarkDataset):
         """VOC12's segmentation when it exists, else PASCAL-Context's (they differ where both
         exist)."""
         voc = self.root / "semseg" / "VOC12" / f"{sample_id}.png"
-        return voc if voc.is_file() else self.root / "semseg" / "pascal-context" / f"{sample_id}.png"
+        context = self.root / "semseg" / "pascal-context" / f"{sample_id}.png"
+        return voc if voc.is_file() else context
 
     def label_map_path(self, sample_id: str) -> Path:
         """The 459-class ``LabelMap`` .mat (edges and the normals' validity)."""

@@ -268,6 +268,8 @@ class RegressionMetric(Metric):
         self.count += diff.numel()
 
     def compute(self) -> dict[str, Tensor]:
-        """``{"l1", "mse"}`` times ``scale``; NaN if nothing was valid."""
+        """``{"l1", "mse", "rmse"}`` times ``scale``; NaN if nothing was valid."""
         n = self.count
-        return {"l1": self.scale * self.abs_sum / n, "mse": self.scale * self.sq_sum / n}
+        mse = self.sq_sum / n
+        return {"l1": self.scale * self.abs_sum / n, "mse": self.scale * mse,
+                "rmse": self.scale * mse.sqrt()}

@@ -2,7 +2,7 @@
 
 One JSON file per table row: ``{"source": table/row, "backbone", "note"?, "tasks": {task:
 {metric: value}}}`` — the format ``densemtl.results.load_baselines`` reads, so Δm against a
-paper's baseline is one flag: ``baselines=$(python -m densemtl.reference astmt_pascal_r26)``.
+paper's baseline is one flag: ``baselines=reference:astmt_pascal_r26``.
 Metric names are the suite's (``odsF``, ``mIoU``, ``mean``, ``rmse``); where the paper's metric
 differs from a task's default, the file's ``note`` says so (e.g. the ASTMT PASCAL saliency
 column is the per-image-convention sal mIoU). ASTMT Table 7 (MobileNet) and the Table 6a UberNet

@@ -15,16 +15,17 @@ class Saliency(BinaryMapTask):
     negatives among the batch's valid pixels (HED-style balancing, recomputed every batch).
 
     A batch with only negatives gets w = 1, so its loss is 0. ``convention`` picks the maxF
-    convention of ``SaliencyMetric`` (SPEC §5).
+    convention of ``SaliencyMetric`` (SPEC §5); Δm uses maxF in the dataset β² = 0.3 convention
+    and sal mIoU in ASTMT's per-image β² = 1 convention (the Sal column of its tables).
     """
 
     name = "sal"
     default_weight = 5.0
-    primary_metrics = {"maxF": True}
 
     def __init__(self, convention: str = "dataset_beta2_0.3", weight: float | None = None):
         super().__init__(weight)
         self.convention = convention
+        self.primary_metrics = {"mIoU" if convention == "image_beta2_1" else "maxF": True}
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """Balanced BCE over valid pixels."""

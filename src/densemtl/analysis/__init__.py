@@ -1,0 +1,81 @@
+"""Analyses behind the notebooks: SE activations (Figs. 1, 6), sweeps, qualitative grids (7–8).
+
+Everything returns numbers or matplotlib ``Figure`` objects (not pyplot state), so the same
+analyses run from notebooks, scripts and tests.
+"""
+
+from densemtl.analysis.qualitative import (
+    PanelRow,
+    ValidationBatch,
+    denormalize,
+    plot_panels,
+    predict,
+    qualitative_panels,
+    validation_batch,
+)
+from densemtl.analysis.se_activations import (
+    LayerSimilarity,
+    TaskGates,
+    collect_block_features,
+    collect_se_gates,
+    equally_spaced,
+    evaluating,
+    format_similarity_table,
+    layer_similarity,
+    network_of,
+    pca_rgb,
+    plot_layer_similarity,
+    plot_pca_rgb,
+    plot_tsne,
+    se_layers,
+    task_similarity,
+    tsne_embedding,
+)
+from densemtl.analysis.sweeps import (
+    CURVES,
+    Curve,
+    SweepRun,
+    format_final_metrics,
+    format_last_values,
+    load_sweep,
+    plot_final_metrics,
+    plot_training_curves,
+    primary_columns,
+    read_csv_history,
+)
+
+__all__ = [
+    "CURVES",
+    "Curve",
+    "LayerSimilarity",
+    "PanelRow",
+    "SweepRun",
+    "TaskGates",
+    "ValidationBatch",
+    "collect_block_features",
+    "collect_se_gates",
+    "denormalize",
+    "equally_spaced",
+    "evaluating",
+    "format_final_metrics",
+    "format_last_values",
+    "format_similarity_table",
+    "layer_similarity",
+    "load_sweep",
+    "network_of",
+    "pca_rgb",
+    "plot_final_metrics",
+    "plot_layer_similarity",
+    "plot_panels",
+    "plot_pca_rgb",
+    "plot_training_curves",
+    "plot_tsne",
+    "predict",
+    "primary_columns",
+    "qualitative_panels",
+    "read_csv_history",
+    "se_layers",
+    "task_similarity",
+    "tsne_embedding",
+    "validation_batch",
+]

@@ -1,0 +1,236 @@
+"""Finding finished runs, grouping them by configuration (seeds pooled) and the Δm baselines.
+
+Runs are found through :func:`densemtl.analysis.sweeps.load_sweep` (any directory holding a
+``metrics.json``); this module adds what a report needs on top: wandb offline run directories
+mapped to their run, ``run_info.json`` and resources, the groups, and the baselines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from densemtl.analysis.sweeps import SweepRun, load_sweep
+from densemtl.results import delta_m_of, load_baselines
+from densemtl.tasks import TASK_REGISTRY
+
+#: configuration keys (dotted prefixes) that do not define an experiment: a group pools runs
+#: that differ only in these (above all the seed)
+NON_EXPERIMENT_KEYS = (
+    "seed", "paths", "tracking", "logger", "evaluate", "ckpt_path", "baselines", "data.root",
+    "trainer.enable_progress_bar",
+)
+
+
+@dataclass
+class Run:
+    """One finished run: its sweep record plus run info and resources from ``metrics.json``."""
+
+    record: SweepRun
+    info: dict[str, Any]
+    resources: dict[str, Any] | None
+    train_seconds: float | None
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return self.record.path
+
+    @property
+    def results(self) -> dict[str, dict[str, float]]:
+        """Final validation metrics, task → metric → value."""
+        return self.record.results
+
+    @property
+    def dataset(self) -> str | None:
+        """Dataset name of the run's data config."""
+        return (self.record.config.get("data") or {}).get("name")
+
+    @property
+    def single_task(self) -> str | None:
+        """The task of a single-task run (one task in its results), else None."""
+        return next(iter(self.results)) if len(self.results) == 1 else None
+
+
+@dataclass
+class RunGroup:
+    """Runs with the same configuration except the seed (and paths, logging)."""
+
+    label: str
+    runs: list[Run]
+    delta_m: list[float] = field(default_factory=list)
+    delta_m_source: str | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks of the group's runs, in order."""
+        return list(self.runs[0].results)
+
+    @property
+    def seeds(self) -> list[Any]:
+        """Seeds of the runs."""
+        return [r.record.seed for r in self.runs]
+
+    def stats(self, task: str, metric: str) -> tuple[float, float, int]:
+        """Mean, sample standard deviation (0 for one run) and count of a metric over seeds."""
+        values = [r.results[task][metric] for r in self.runs if metric in r.results.get(task, {})]
+        return mean_std(values)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (ddof 1; 0 for a single value) and count; NaN if empty."""
+    if not values:
+        return math.nan, math.nan, 0
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0, int(arr.size)
+
+
+def resolve_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Input paths as directories to search: a wandb offline run directory
+    (``<run>/wandb/offline-run-*``) becomes the run directory that holds it."""
+    dirs = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist (expected a sweep, run or wandb run dir)")
+        if p.is_file():
+            raise ValueError(f"{p} is a file: pass the directory holding metrics.json")
+        if p.name.startswith(("offline-run-", "run-")) and p.parent.name == "wandb":
+            run_dir = p.parent.parent
+            if not (run_dir / "metrics.json").is_file():
+                raise FileNotFoundError(
+                    f"wandb run {p} belongs to {run_dir}, which has no metrics.json (the run did "
+                    "not finish, or its directory was not copied with the wandb folder)"
+                )
+            p = run_dir
+        dirs.append(p)
+    return dirs
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """Every finished run under ``paths`` (sweep directories, run directories or wandb offline
+    run directories), each once."""
+    seen, runs = set(), []
+    for record in load_sweep(resolve_run_dirs(paths)):
+        key = record.path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        payload = json.loads((record.path / "metrics.json").read_text())
+        info_path = record.path / "run_info.json"
+        info = json.loads(info_path.read_text()) if info_path.is_file() else payload.get("run")
+        runs.append(Run(record, info or {}, payload.get("resources"),
+                        payload.get("train_seconds")))
+    return runs
+
+
+def incomplete_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Hydra job directories (with ``.hydra/``) under ``paths`` that wrote no ``metrics.json``:
+    runs that crashed or are still going."""
+    found = []
+    for root in resolve_run_dirs(paths):
+        found += [d.parent for d in root.rglob(".hydra")
+                  if not (d.parent / "metrics.json").exists()]
+    return sorted(set(found))
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → ``{"a.b.c": value}`` (lists kept as values)."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def experiment_key(config: Mapping[str, Any]) -> str:
+    """Canonical text of a configuration without :data:`NON_EXPERIMENT_KEYS`."""
+    flat = {
+        k: v for k, v in flatten(config).items()
+        if not any(k == p or k.startswith(f"{p}.") for p in NON_EXPERIMENT_KEYS)
+    }
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def _overrides(run: Run) -> list[str]:
+    """The run's Hydra overrides minus the seed (from ``run_info.json``)."""
+    return [o for o in run.info.get("overrides", []) if o.lstrip("+~").split("=")[0] != "seed"]
+
+
+def _labels(groups: Sequence[list[Run]]) -> list[str]:
+    """Distinct, short labels: the overrides that differ between groups when every run was
+    launched by Hydra, else the configuration keys that differ (``x.name`` standing for ``x``)."""
+    overrides = [_overrides(g[0]) for g in groups]
+    common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
+    labels = [", ".join(o for o in ov if o not in common) for ov in overrides]
+    if all(labels) and len(set(labels)) == len(labels):
+        return labels
+    flats = [json.loads(experiment_key(g[0].record.config)) for g in groups]
+    keys = sorted({k for f in flats for k in f if len({json.dumps(x.get(k)) for x in flats}) > 1})
+    named = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".name")}
+    shown = [k for k in keys if k.endswith(".name") or k.split(".", 1)[0] not in named]
+    labels = [
+        ", ".join(f"{k.removesuffix('.name')}={f.get(k)}" for k in shown) or str(g[0].record.name)
+        for f, g in zip(flats, groups)
+    ]
+    counts = {lab: labels.count(lab) for lab in labels}
+    return [f"{lab} #{i}" if counts[lab] > 1 else lab for i, lab in enumerate(labels)]
+
+
+def group_runs(runs: Sequence[Run]) -> list[RunGroup]:
+    """Runs pooled over seeds: one group per configuration, in order of first appearance."""
+    by_key: dict[str, list[Run]] = {}
+    for run in runs:
+        by_key.setdefault(experiment_key(run.record.config), []).append(run)
+    groups = list(by_key.values())
+    return [RunGroup(label, g) for label, g in zip(_labels(groups), groups)]
+
+
+def sweep_baselines(runs: Sequence[Run]) -> dict[tuple[str | None, str], dict[str, float]]:
+    """Single-task baselines found among the runs: ``(dataset, task)`` → metric means over every
+    single-task run of that task on that dataset (seeds pooled)."""
+    pooled: dict[tuple[str | None, str], dict[str, list[float]]] = {}
+    for run in runs:
+        if run.single_task:
+            metrics = pooled.setdefault((run.dataset, run.single_task), {})
+            for metric, value in run.results[run.single_task].items():
+                metrics.setdefault(metric, []).append(value)
+    return {key: {m: float(np.mean(v)) for m, v in ms.items()} for key, ms in pooled.items()}
+
+
+def attach_delta_m(
+    groups: Sequence[RunGroup], baselines: str | Path | Mapping | None = None
+) -> None:
+    """Fill each multi-task group's per-run Δm (gain, %) and say where the baselines came from.
+
+    Baselines: the ``baselines`` file/mapping if given, else the single-task runs of the same
+    dataset among the groups; a run whose tasks lack a baseline keeps the Δm stored in its
+    ``metrics.json`` (trained with ``baselines=``), if any.
+    """
+    given = load_baselines(baselines)
+    found = sweep_baselines([r for g in groups for r in g.runs])
+    for group in groups:
+        if len(group.tasks) < 2:
+            continue
+        gains, sources = [], set()
+        for run in group.runs:
+            base = given or {
+                t: found[(run.dataset, t)] for t in run.results if (run.dataset, t) in found
+            }
+            if set(run.results) <= set(base):
+                tasks = {t: TASK_REGISTRY[t] for t in run.results}
+                gains.append(delta_m_of(run.results, base, tasks)["delta_m_gain"])
+                sources.add("--baselines" if given else "single-task runs")
+            elif run.record.delta_m:
+                gains.append(run.record.delta_m["delta_m_gain"])
+                sources.add("metrics.json")
+        if len(gains) == len(group.runs):
+            group.delta_m, group.delta_m_source = gains, ", ".join(sorted(sources))
