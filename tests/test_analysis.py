@@ -14,11 +14,11 @@ from densemtl.analysis import (
     collect_se_gates,
     denormalize,
     equally_spaced,
-    format_final_metrics,
     format_last_values,
     layer_similarity,
     load_sweep,
     pca_rgb,
+    plot_final_metrics,
     qualitative_panels,
     read_csv_history,
     se_layers,
@@ -271,7 +271,7 @@ def _write_run(path, scheme, weights, results, delta=None):
     (path / "metrics.csv").write_text("\n".join(lines) + "\n")
 
 
-def test_sweep_loads_runs_curves_and_final_tables(tmp_path):
+def test_sweep_loads_runs_curves_and_final_metrics(tmp_path):
     results = {"semseg": {"mIoU": 41.5, "pixel_acc": 80.0}, "depth": {"rmse": 0.75}}
     _write_run(tmp_path / "0", "uncertainty", [(1, 1), (0.5, 2.0)], results, delta=-1.25)
     _write_run(tmp_path / "1", "dwa", [(1, 1), (1, 1), (0.8, 1.2)], results)
@@ -287,10 +287,11 @@ def test_sweep_loads_runs_curves_and_final_tables(tmp_path):
     np.testing.assert_array_equal(history["val/semseg/mIoU"].value, [10, 11, 12])
     np.testing.assert_array_equal(history["train/loss/semseg_step"].step, [0, 2, 4])
 
-    table = format_final_metrics(runs).splitlines()
-    assert table[0].split() == ["run", "scheme", "semseg/mIoU↑", "depth/rmse↓", "Δm(gain)%"]
-    assert table[1].split() == ["1", "dwa", "41.5000", "0.7500", "-"]
-    assert table[2].split() == ["0", "uncertainty", "41.5000", "0.7500", "-1.2500"]
+    fig = plot_final_metrics(runs)  # primary metrics only: semseg mIoU and depth rmse
+    assert [ax.get_title() for ax in fig.axes] == [
+        "semseg/mIoU (higher better)", "depth/rmse (lower better)"
+    ]
+    assert [p.get_height() for p in fig.axes[1].patches] == [0.75, 0.75]
     last = format_last_values(runs, "weight").splitlines()
     assert last[1].split() == ["1", "dwa", "0.8000", "1.2000"]
     assert last[2].split() == ["0", "uncertainty", "0.5000", "2.0000"]

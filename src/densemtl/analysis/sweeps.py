@@ -1,5 +1,8 @@
 """A loss-weighting sweep's runs: final metrics, and weights / loss scales / losses over training.
 
+The report (``densemtl.report``) groups these runs over seeds for its tables and plots; this module
+is the loading underneath and the per-run views the weighting dashboard adds.
+
 A sweep directory holds one directory per run (any depth below it) with the files a run writes:
 ``metrics.json`` (final validation metrics, the configuration, Δm when baselines were given) and,
 with the CSV logger, ``metrics.csv`` (per-epoch ``train/weight/<task>``, ``train/scale/<task>``,
@@ -25,11 +28,9 @@ __all__ = [
     "CURVES",
     "Curve",
     "SweepRun",
-    "format_final_metrics",
     "format_last_values",
     "load_sweep",
     "plot_final_metrics",
-    "plot_training_curves",
     "primary_columns",
     "read_csv_history",
 ]
@@ -157,28 +158,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: float | None) -> str:
-    if value is None:
-        return "-"
+def _cell(value: float) -> str:
     return str(value) if math.isnan(value) or math.isinf(value) else f"{value:.4f}"
-
-
-def format_final_metrics(runs: Sequence[SweepRun]) -> str:
-    """Table of each run's final primary metrics (↑ higher / ↓ lower is better) and Δm."""
-    columns = primary_columns(runs)
-    arrow = {True: "↑", False: "↓", None: ""}
-    header = ["run", "scheme"] + [f"{t}/{m}{arrow[up]}" for t, m, up in columns]
-    with_delta = any(r.delta_m for r in runs)
-    if with_delta:
-        header.append("Δm(gain)%")
-    rows = []
-    for run in runs:
-        row = [run.name, run.scheme]
-        row += [_cell(run.results.get(t, {}).get(m)) for t, m, _ in columns]
-        if with_delta:
-            row.append(_cell((run.delta_m or {}).get("delta_m_gain")))
-        rows.append(row)
-    return _table(header, rows)
 
 
 def format_last_values(runs: Sequence[SweepRun], kind: str = "weight") -> str:
@@ -194,34 +175,6 @@ def format_last_values(runs: Sequence[SweepRun], kind: str = "weight") -> str:
     return _table(["run", "scheme", *tasks], rows)
 
 
-def plot_training_curves(
-    runs: Sequence[SweepRun], kinds: Sequence[str] = ("weight", "scale", "loss")
-) -> Figure:
-    """Per-epoch curves, one row per kind and one column per run, one line per task."""
-    with_curves = [r for r in runs if any(r.curves(k) for k in kinds)]
-    if not with_curves:
-        raise ValueError(
-            f"none of the runs logged {', '.join(CURVES[k] for k in kinds)} in a metrics.csv: "
-            "train them with logger=csv"
-        )
-    tasks = list(dict.fromkeys(t for r in with_curves for t in r.results))
-    colours = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
-    fig = Figure(figsize=(3.2 * len(with_curves), 2.4 * len(kinds)), layout="constrained")
-    axes = np.asarray(fig.subplots(len(kinds), len(with_curves), squeeze=False, sharey="row"))
-    for c, run in enumerate(with_curves):
-        axes[0, c].set_title(f"{run.scheme}\n{run.name}", fontsize=8)
-        for r, kind in enumerate(kinds):
-            ax = axes[r, c]
-            for task, curve in run.curves(kind).items():
-                ax.plot(curve.epoch, curve.value, "o-", ms=3, color=colours[task], label=task)
-            ax.set_xlabel("epoch")
-            ax.grid(alpha=0.3)
-            if c == 0:
-                ax.set_ylabel(kind)
-    axes[0, -1].legend(fontsize=7, loc="best")
-    return fig
-
-
 def plot_final_metrics(runs: Sequence[SweepRun]) -> Figure:
     """Bar chart per primary metric: one bar per run, labelled by scheme."""
     columns = primary_columns(runs)
@@ -229,7 +182,7 @@ def plot_final_metrics(runs: Sequence[SweepRun]) -> Figure:
         raise ValueError("the runs report no metrics")
     fig = Figure(figsize=(2.6 * len(columns), 2.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(columns)))
-    labels = [f"{r.scheme}\n{r.name}" for r in runs]
+    labels = [r.name if r.name == r.scheme else f"{r.scheme}\n{r.name}" for r in runs]
     for ax, (task, metric, up) in zip(axes, columns):
         values = [r.results.get(task, {}).get(metric, np.nan) for r in runs]
         ax.bar(range(len(runs)), values, color=[f"C{i % 10}" for i in range(len(runs))])

@@ -82,7 +82,7 @@ def build_sections(
     cost = plot_delta_m_resources(groups, out / "delta_m_vs_resources.png")
     if cost:
         sections.append(Section("Δm against parameters and multiply-adds", images=[cost]))
-    runs = Table("Runs", ["configuration", "seed", "directory"],
+    runs = Table("Run directories", ["configuration", "seed", "directory"],
                  [[g.label, str(r.record.seed), str(r.path)] for g in groups for r in g.runs])
     missing = [f"Without results (crashed or running): {p}" for p in incomplete]
     sections.append(Section("Runs", [runs], text=missing))

@@ -140,11 +140,11 @@ def incomplete_runs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping → ``{"a.b.c": value}`` (lists kept as values)."""
+    """Nested mapping → ``{"a.b.c": value}`` (lists and empty mappings kept as values)."""
     flat = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value:
             flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value

@@ -98,7 +98,7 @@ def overview_table(groups: Sequence[RunGroup], convention: str = "gain") -> Tabl
     note = "Mean ± sample standard deviation over seeds. "
     note += (f"Δm baselines: {'; '.join(sources)}." if sources else
              "No Δm: no single-task runs in the sweep and no --baselines file.")
-    return Table("Overview", header, rows, note)
+    return Table("Configurations (runs pooled over seeds)", header, rows, note)
 
 
 def task_tables(groups: Sequence[RunGroup]) -> list[Table]:

@@ -17,6 +17,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 
 from densemtl.results import delta_m_of, load_baselines, write_json_atomic
 
@@ -142,7 +143,7 @@ def build_callbacks(cfg: Mapping[str, Any], output_dir: str | Path) -> list[pl.C
     """Learning-rate monitor, Δm at every validation (with ``cfg.baselines``) and the
     qualitative grids (``cfg.tracking.qualitative`` images, 0 = off)."""
     tracking = dict(cfg.get("tracking") or {})
-    callbacks: list[pl.Callback] = [pl.callbacks.LearningRateMonitor(logging_interval="step")]
+    callbacks: list[pl.Callback] = [LearningRates()]
     baselines = load_baselines(_plain(cfg.get("baselines")))
     if baselines is not None:
         callbacks.append(DeltaMMonitor(baselines))
@@ -159,11 +160,29 @@ def build_callbacks(cfg: Mapping[str, Any], output_dir: str | Path) -> list[pl.C
 
 
 def log_scalars(trainer: pl.Trainer, values: Mapping[str, float]) -> None:
-    """Send ``values`` to every logger at the current step (for hooks where ``self.log`` is not
-    allowed, e.g. ``on_validation_end``)."""
+    """Send ``values`` (and the epoch, as ``self.log`` does) to every logger at the step Lightning
+    logs at, for hooks where ``self.log`` is not allowed (``on_validation_end``)."""
     step = trainer.fit_loop.epoch_loop._batches_that_stepped
     for logger in trainer.loggers:
-        logger.log_metrics(dict(values), step=step)
+        logger.log_metrics({**values, "epoch": trainer.current_epoch}, step=step)
+
+
+class LearningRates(pl.Callback):
+    """Logs every parameter group's learning rate as ``train/lr/<group name>`` each step.
+
+    Not Lightning's ``LearningRateMonitor``: it writes CSV rows without an ``epoch``, which the
+    curve readers need, and names groups after the optimiser class rather than the group.
+    """
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        many = len(trainer.optimizers) > 1
+        for k, optimizer in enumerate(trainer.optimizers):
+            for i, group in enumerate(optimizer.param_groups):
+                name = f"{f'opt{k}/' if many else ''}{group.get('name', f'group{i}')}"
+                pl_module.log(f"train/lr/{name}", float(group["lr"]), on_step=True,
+                              on_epoch=False, batch_size=1)
 
 
 class DeltaMMonitor(pl.Callback):
@@ -222,8 +241,9 @@ def prediction_grids(
 
 class QualitativeGrid(pl.Callback):
     """After every validation, the first ``n_images`` validation images with each task's ground
-    truth and prediction: PNGs in ``out_dir/<task>/epoch_XXXX.png`` and, when wandb or TensorBoard
-    is a logger, images under ``val/qualitative/<task>``. Only the global-zero process draws."""
+    truth and prediction: PNGs in ``out_dir/<task>/epoch_XXXX.png`` (``final.png`` for a
+    validation outside ``fit``) and, when wandb or TensorBoard is a logger, images under
+    ``val/qualitative/<task>``. Only the global-zero process draws."""
 
     def __init__(
         self,
@@ -257,8 +277,10 @@ class QualitativeGrid(pl.Callback):
         grids = prediction_grids(pl_module, batch, self.mean, self.std)
         step = trainer.fit_loop.epoch_loop._batches_that_stepped
         caption = "rows: validation images; columns: image | ground truth | prediction"
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        stem = f"epoch_{trainer.current_epoch:04d}" if fitting else "final"
         for t, grid in grids.items():
-            path = self.out_dir / t / f"epoch_{trainer.current_epoch:04d}.png"
+            path = self.out_dir / t / f"{stem}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             imsave(path, grid)
             for logger in trainer.loggers:

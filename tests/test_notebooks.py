@@ -1,0 +1,144 @@
+"""The notebooks: committed without outputs, and executed end to end on tiny trained runs."""
+
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbclient import NotebookClient
+
+from densemtl.analysis import se_layers
+from densemtl.config import compose
+from densemtl.experiment import load_module, run
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+EXPECTED = ("qualitative.ipynb", "se_activations.ipynb", "weighting_dashboard.ipynb")
+TINY = ["data.n=16", "data.size=32", "data.batch_size=4", "trainer=debug"]
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_committed_notebooks_carry_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    dirty = [
+        i for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
+    assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them before committing"
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_every_notebook_is_there():
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == list(EXPECTED)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny single-tasking SE run and a two-scheme weighting sweep (3 epochs, so DWA moves)."""
+    root = tmp_path_factory.mktemp("runs")
+    data = [*TINY, f"paths.data_dir={root / 'data'}"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(compose([*data, "model=astmt", "modulation=se_encoder_decoder"]), root / "astmt")
+        for scheme in ("equal", "dwa"):
+            cfg = compose([*data, "model=mtl_baseline", "modulation=none", "tasks=fsv3",
+                           f"weighting={scheme}", "trainer.max_epochs=3"])
+            run(cfg, root / "sweep" / scheme)
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def execute(name: str, cwd: Path, monkeypatch, **env: str) -> list[dict]:
+    """Run a notebook in a fresh kernel (this interpreter); returns its code cells' outputs."""
+    for key, value in {**env, "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    for cell in cells:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
+    return [cell.outputs for cell in cells]
+
+
+def text(outputs) -> str:
+    """What a cell printed to stdout (warnings go to stderr)."""
+    return "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+
+
+def pngs(outputs) -> int:
+    return sum("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_se_activations_notebook_shows_one_similarity_row_per_se_layer(trained, monkeypatch):
+    ckpt = trained / "astmt" / "checkpoints" / "last.ckpt"
+    cells = execute("se_activations.ipynb", trained, monkeypatch, DENSEMTL_CKPT=str(ckpt))
+    layers = list(se_layers(load_module(ckpt)))
+    assert len(layers) == 17  # R-26: 8 bottlenecks + 9 DeepLab-v3+ conv blocks
+    header, *rows = text(cells[2]).strip().splitlines()
+    assert header.split() == ["depth", "layer", "C", "cosine", "corr", "min", "corr"]
+    assert sorted(r.split()[1] for r in rows) == sorted(layers)
+    for depth, row in enumerate(rows):
+        index, _, channels, *values = row.split()
+        assert int(index) == depth and int(channels) > 0
+        assert all(-1 <= float(v) <= 1 for v in values), row
+        assert float(values[2]) <= float(values[1])  # min correlation <= mean correlation
+    assert "17 SE layers" in text(cells[1]) and "3 images" in text(cells[1])  # 20 % of 16
+    assert [pngs(c) for c in cells[3:]] == [1, 1, 1]  # similarity curve, t-SNE, PCA→RGB
+
+
+def markdown_rows(outputs) -> dict[str, dict[str, list[str]]]:
+    """Markdown tables displayed by a cell: title -> row label -> cells (header under "")."""
+    tables = {}
+    for out in outputs:
+        lines = out.get("data", {}).get("text/markdown", "").splitlines()
+        if lines:
+            rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+            tables[lines[0].removeprefix("### ")] = {
+                "" if i == 0 else r[0]: r[1:] for i, r in enumerate(rows) if r[0] != "---"
+            }
+    return tables
+
+
+def test_weighting_dashboard_shows_each_schemes_final_metrics_and_weights(trained, monkeypatch):
+    sweep = trained / "sweep"
+    cells = execute("weighting_dashboard.ipynb", trained, monkeypatch, DENSEMTL_SWEEP=str(sweep),
+                    DENSEMTL_PLOTS=str(trained / "plots"))
+    assert "2 runs in 2 configurations: ['weighting=dwa', 'weighting=equal']" in text(cells[1])
+    tables = markdown_rows(cells[2])
+    assert list(tables) == ["Task: semseg", "Task: albedo", "Task: depth"]  # tasks=fsv3
+    for scheme in ("equal", "dwa"):
+        results = json.loads((sweep / scheme / "metrics.json").read_text())["tasks"]
+        for task, metrics in results.items():
+            table = tables[f"Task: {task}"]
+            header = [h.rstrip(" ↑↓") for h in table[""]]
+            assert sorted(header) == sorted(metrics)
+            shown = dict(zip(header, table[f"weighting={scheme}"]))
+            for metric, value in metrics.items():  # one seed each: the value itself, 4 digits
+                assert float(shown[metric]) == pytest.approx(value, rel=1e-3, abs=1e-9), metric
+    assert pngs(cells[3]) == 1
+
+    weights = {r.split()[1]: [float(v) for v in r.split()[2:]]
+               for r in text(cells[4]).strip().splitlines()[1:]}
+    assert weights["equal"] == [1.0, 1.0, 1.0]
+    # DWA: K·softmax over 3 tasks from epoch 3 on, so the weights sum to 3 and differ
+    assert math.fsum(weights["dwa"]) == pytest.approx(3.0, abs=2e-4)
+    assert max(weights["dwa"]) - min(weights["dwa"]) > 1e-4
+    assert pngs(cells[5]) == 1 and (trained / "plots" / "training_curves.png").is_file()
+
+
+def test_qualitative_notebook_puts_models_side_by_side(trained, monkeypatch):
+    models = (f"astmt={trained / 'astmt' / 'checkpoints' / 'last.ckpt'},"
+              f"equal={trained / 'sweep' / 'equal' / 'checkpoints' / 'last.ckpt'}")
+    cells = execute("qualitative.ipynb", trained, monkeypatch, DENSEMTL_CKPTS=models,
+                    DENSEMTL_N_IMAGES="2")
+    # synthetic6 ∪ fsv3 = 7 tasks + the image column; rows: (truth + 2 models) × 2 images
+    assert text(cells[1]).startswith("6 rows (ground truth + 2 models, 2 images) x 8 columns: "
+                                     "['image', 'semseg', 'human_parts', 'edge', 'normals', "
+                                     "'sal', 'depth', 'albedo']")
+    assert pngs(cells[2]) == 1

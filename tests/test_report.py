@@ -1,0 +1,144 @@
+"""Reports over hand-made run directories: grouping over seeds, mean ± std, Δm against single-task
+runs or a baselines file, wandb run directories, Markdown / HTML / summary outputs."""
+
+import base64
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from densemtl.cli.report import main as report_main
+from densemtl.report import write_report
+from densemtl.report.runs import load_runs
+
+RESOURCES = {"parameters": {"total": 2_000_000}, "multiply_adds": {"all_tasks": 3e9},
+             "image_size": 32}
+
+
+def make_run(root: Path, name: str, results: dict, seed: int, weighting: str = "equal",
+             weights: dict | None = None, overrides: list | None = None) -> Path:
+    """A finished run directory: metrics.json, run_info.json and (with weights) metrics.csv."""
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"seed": seed, "data": {"name": "synthetic", "root": f"/data/{seed}"},
+              "weighting": {"name": weighting}, "tasks": {t: {} for t in results},
+              "paths": {"data_dir": str(root)}}
+    (run / "metrics.json").write_text(json.dumps(
+        {"name": "m", "dataset": "synthetic", "tasks": results, "config": config,
+         "resources": RESOURCES, "train_seconds": 10.0 + seed}))
+    (run / "run_info.json").write_text(json.dumps(
+        {"overrides": (overrides or [f"weighting={weighting}"]) + [f"seed={seed}"]}))
+    if weights:
+        with open(run / "metrics.csv", "w", newline="") as f:
+            cols = [f"train/{k}/{t}" for k in ("weight", "scale") for t in weights[0]]
+            writer = csv.writer(f)
+            writer.writerow(["epoch", "step", *cols])
+            for epoch, w in enumerate(weights):
+                writer.writerow([epoch, epoch, *w.values(), *(2 * v for v in w.values())])
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """Two weighting schemes × two seeds, plus single-task runs for both tasks (two seeds)."""
+    root = tmp_path / "sweep"
+    make_run(root, "0", {"semseg": {"mIoU": 50.0}, "depth": {"rmse": 1.0}}, 0, "equal",
+             weights=[{"semseg": 1.0, "depth": 1.0}, {"semseg": 1.0, "depth": 1.0}])
+    make_run(root, "1", {"semseg": {"mIoU": 54.0}, "depth": {"rmse": 0.8}}, 1, "equal",
+             weights=[{"semseg": 1.0, "depth": 1.0}, {"semseg": 1.0, "depth": 1.0}])
+    make_run(root, "2", {"semseg": {"mIoU": 40.0}, "depth": {"rmse": 1.2}}, 0, "dwa",
+             weights=[{"semseg": 0.5, "depth": 1.5}, {"semseg": 0.7, "depth": 1.3}])
+    make_run(root, "3", {"semseg": {"mIoU": 42.0}, "depth": {"rmse": 1.2}}, 1, "dwa",
+             weights=[{"semseg": 0.9, "depth": 1.1}, {"semseg": 1.1, "depth": 0.9}])
+    for seed, (miou, rmse) in enumerate([(48.0, 1.1), (52.0, 0.9)]):
+        make_run(root, f"st_semseg_{seed}", {"semseg": {"mIoU": miou}}, seed, "fixed",
+                 overrides=["single_task=semseg"])
+        make_run(root, f"st_depth_{seed}", {"depth": {"rmse": rmse}}, seed, "fixed",
+                 overrides=["single_task=depth"])
+    return root
+
+
+def by_label(summary_path: Path) -> dict:
+    return {g["label"]: g for g in json.loads(summary_path.read_text())}
+
+
+def test_report_pools_seeds_and_takes_delta_m_against_single_task_runs(sweep, tmp_path):
+    files = write_report([sweep], tmp_path / "out")
+    groups = by_label(files.summary)
+    assert set(groups) == {"weighting=equal", "weighting=dwa", "single_task=semseg",
+                           "single_task=depth"}
+    equal = groups["weighting=equal"]
+    assert equal["seeds"] == [0, 1]
+    assert equal["tasks"]["semseg"]["mIoU"] == pytest.approx(
+        {"mean": 52.0, "std": math.sqrt(8.0), "n": 2})
+    # baselines = single-task means: semseg mIoU 50, depth rmse 1.0
+    gains = [((50 - 50) / 50 - (1.0 - 1.0) / 1.0) / 2 * 100,
+             ((54 - 50) / 50 - (0.8 - 1.0) / 1.0) / 2 * 100]  # 0 and 14
+    assert equal["delta_m_gain"]["mean"] == pytest.approx(sum(gains) / 2)
+    assert equal["delta_m_gain"]["std"] == pytest.approx(math.sqrt(98.0))
+    assert equal["delta_m_source"] == "single-task runs"
+    dwa = groups["weighting=dwa"]["delta_m_gain"]["mean"]
+    assert dwa == pytest.approx((((40 - 50) / 50 - 0.2) / 2 + ((42 - 50) / 50 - 0.2) / 2) * 50)
+    assert groups["single_task=semseg"]["delta_m_gain"] is None  # Δm is a multi-task number
+
+    md = files.markdown.read_text()
+    assert "| weighting=equal | 2 (0, 1) | semseg, depth | +7.00 ± 9.90 |" in md
+    assert "| weighting=dwa | 52 ± 2.8 |" not in md and "| weighting=equal | 52 ± 2.8 |" in md
+    assert {p.name for p in files.plots} == {"training_curves.png", "delta_m_vs_resources.png"}
+    html = files.html.read_text()
+    assert html.count("data:image/png;base64,") == 2 and "<img src=\"" not in html
+    png = files.plots[0].read_bytes()
+    assert base64.b64encode(png).decode() in html
+
+
+def test_baselines_file_drop_convention_and_cli(sweep, tmp_path, capsys):
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"semseg": {"mIoU": 40.0}, "depth": {"rmse": 2.0}}))
+    out = tmp_path / "out"
+    assert report_main([str(sweep), "--out", str(out), "--baselines", str(base),
+                        "--delta-m", "drop"]) == 0
+    groups = by_label(out / "summary.json")
+    gains = [((50 - 40) / 40 + (2 - 1.0) / 2) / 2 * 100, ((54 - 40) / 40 + (2 - 0.8) / 2) / 2 * 100]
+    assert groups["weighting=equal"]["delta_m_gain"]["mean"] == pytest.approx(sum(gains) / 2)
+    printed = capsys.readouterr().out
+    drop = -sum(gains) / 2
+    assert "Δm drop (%) ↓" in printed and f"{drop:+.2f}" in printed
+    assert groups["weighting=equal"]["delta_m_source"] == "--baselines"
+
+
+def test_training_curves_average_the_seeds(sweep):
+    from densemtl.report.plots import epoch_mean_curve
+    from densemtl.report.runs import group_runs
+
+    groups = {g.label: g for g in group_runs(load_runs([sweep]))}
+    epochs, mean, std = epoch_mean_curve(groups["weighting=dwa"], "weight", "semseg")
+    assert list(epochs) == [0, 1]
+    assert mean == pytest.approx([0.7, 0.9]) and std == pytest.approx([0.2, 0.2])
+    _, scale, _ = epoch_mean_curve(groups["weighting=dwa"], "scale", "depth")
+    assert scale == pytest.approx([2.6, 2.2])
+
+
+def test_wandb_run_dir_maps_to_its_run_and_bad_inputs_are_named(sweep, tmp_path):
+    wandb_run = sweep / "0" / "wandb" / "offline-run-20250101_000000-abc"
+    wandb_run.mkdir(parents=True)
+    runs = load_runs([wandb_run, sweep / "0"])
+    assert [r.path for r in runs] == [sweep / "0"]  # the same run, once
+    orphan = tmp_path / "x" / "wandb" / "offline-run-1"
+    orphan.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="has no metrics.json"):
+        load_runs([orphan])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_runs([tmp_path / "missing"])
+    assert report_main([str(tmp_path / "x"), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_groups_without_overrides_are_labelled_by_the_differing_config(tmp_path):
+    for i, (scheme, seed) in enumerate([("equal", 0), ("equal", 1), ("gls", 0)]):
+        run = make_run(tmp_path, str(i), {"sal": {"maxF": 0.5 + i}}, seed, scheme)
+        (run / "run_info.json").unlink()
+    files = write_report([tmp_path], tmp_path / "out")
+    groups = by_label(files.summary)
+    assert set(groups) == {"weighting=equal", "weighting=gls"}
+    assert groups["weighting=equal"]["tasks"]["sal"]["maxF"]["mean"] == pytest.approx(1.0)
