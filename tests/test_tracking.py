@@ -52,7 +52,7 @@ def test_prediction_grid_shows_image_label_and_prediction_in_the_task_colours():
         assert grid.shape == (2 * 16 + gap, 3 * 24 + 2 * gap, 3) and grid.dtype == np.uint8
         for i in range(2):
             rows = slice(i * (16 + gap), i * (16 + gap) + 16)
-            cell = lambda j: grid[rows, j * (24 + gap): j * (24 + gap) + 24]  # noqa: E731
+            cell = lambda j, g=grid, r=rows: g[r, j * (24 + gap): j * (24 + gap) + 24]  # noqa: E731
             pixels = (batch["image"][i] * 0.25 + 0.5).clamp(0, 1) * 255
             assert np.array_equal(cell(0), pixels.round().byte().permute(1, 2, 0).numpy())
             assert np.array_equal(cell(1), tasks[t].colorize(batch[t][i]))

@@ -3,6 +3,8 @@
     densemtl-report multirun/weighting_x_seeds/2025-01-01_12-00-00 --out report/
     densemtl-report outputs/run_a outputs/run_b --baselines single_task.json --delta-m drop
     densemtl-report outputs/run_a/wandb/offline-run-20250101_120000-abcd1234 --out report/
+    densemtl-report ranks ...       (rank table, LSB supplement S-3: see its --help)
+    densemtl-report gridsearch ...  (best loss weights of a grid sweep as a config file)
 
 Inputs are sweep directories (every run below them), run directories (holding metrics.json) or
 wandb offline run directories (the run directory that holds them). Runs differing only in the
@@ -31,8 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``densemtl-report <name> ...`` hands the remaining arguments to ``<module>.main(argv)``
+SUBCOMMANDS = {"ranks": "densemtl.report.ranks", "gridsearch": "densemtl.report.gridsearch"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return int(importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:]))
     args = build_parser().parse_args(argv)
     from densemtl.report import write_report
 
