@@ -223,8 +223,10 @@ def test_features_are_the_tensors_the_heads_consumed(execution):
 def test_baseline_is_one_shared_forward_with_shared_representation():
     net = _net()
     preds = net(torch.randn(2, 3, 32, 32))
-    (rep,) = net.shared_representation
-    assert all(net.features[t] is rep for t in TASKS)
+    rep = net.shared_representation  # one view of the decoder features per head
+    assert set(rep) == set(TASKS) and all(net.features[t] is rep[t] for t in TASKS)
+    assert len({id(v) for v in rep.values()}) == len(TASKS)
+    assert all(v._base is rep["semseg"]._base for v in rep.values())
     uber = _net(decoder="ubernet")
     uber(torch.randn(2, 3, 32, 32))
     low, high = uber.shared_representation

@@ -153,8 +153,11 @@ def build_trainer(cfg: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
     """Trainer with the configured arguments, a crash-safe ``last.ckpt``, the loggers and the
     tracking callbacks (learning rates, Δm, qualitative grids; see ``training/logging.py``)."""
     targs = dict(cfg.get("trainer") or {})
+    # last.ckpt after every training epoch, before validation: a crash later never costs the
+    # epoch's training
     checkpoint = pl.callbacks.ModelCheckpoint(
-        dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0
+        dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0,
+        save_on_train_epoch_end=True,
     )
     return pl.Trainer(
         default_root_dir=str(output_dir),

@@ -68,8 +68,10 @@ class DenseMTLNet(nn.Module):
 
     After each forward, ``features[task]`` is the exact features tensor that task's head consumed
     (the discriminator's input), and ``shared_representation`` holds the tensors after which every
-    module is task-specific (the baseline's decoder features; an unconditioned UberNet's encoder
-    features ``(low, high)``), or None when shared and task-specific modules interleave.
+    module is task-specific, or None when shared and task-specific modules interleave. The
+    baseline's decoder features come as ``{task: view}``, one view per head, so representation-
+    space gradient methods get every ∂L_t/∂z from one backward through the heads (not T batched
+    ones through all of them); an unconditioned UberNet gives its encoder features ``(low, high)``.
     """
 
     def __init__(
@@ -154,7 +156,7 @@ class DenseMTLNet(nn.Module):
             head_in = {t: 2 * c for t, c in tasks.items()}
         self.heads = TaskHeads(head_in, tasks)
         self.features: dict[str, Tensor] = {}
-        self.shared_representation: tuple[Tensor, ...] | None = None
+        self.shared_representation: tuple[Tensor, ...] | dict[str, Tensor] | None = None
 
     def _check_tasks(self, tasks: Sequence[str] | None) -> tuple[str, ...]:
         return select_tasks(tasks, self.tasks)
@@ -193,8 +195,11 @@ class DenseMTLNet(nn.Module):
         if not (self.encoder_conditioned or self.decoder_conditioned):
             low, high = self.backbone(images)
             features = self._decode(low, high, tasks)
-            shared = (features[tasks[0]],) if self.decoder_kind == "deeplab" else (low, high)
-            self.shared_representation = shared
+            if self.decoder_kind == "deeplab":  # one view of the decoder features per head
+                features = {t: f.view_as(f) for t, f in features.items()}
+                self.shared_representation = dict(features)
+            else:
+                self.shared_representation = (low, high)
         elif self.execution == "sequential":
             features = self._each_task(tasks, lambda: self.backbone(images))
         elif self.execution == "stacked":  # the stem is never conditioned: run it once

@@ -1,0 +1,212 @@
+"""Training-step cost of every weighting strategy relative to equal weighting, T = 3 and T = 8.
+
+The model is the synthetic joint multi-task baseline (``model=mtl_baseline modulation=none
+backbone=mobilenetv2_cpu``: MobileNet-V2 ×0.35, DeepLab-v3+ decoder width 64; the standard
+MobileNet-V2 ×1.0 with width 256 at 256×256 on a GPU), with the LSB study's task sets
+(``nyuv2_lsb3``, ``taskonomy_lsb8``) on random labels. A step = forward, task losses,
+``strategy.backward`` (driven as ``JointModule`` drives it), AdamW step.
+
+Every configuration runs in a fresh subprocess: it first runs its own steps and reads its peak
+memory (max RSS on CPU, ``max_memory_allocated`` on GPU), then times its step interleaved with
+equal weighting's in the same process, so the ratio shares the machine's conditions. Gradient
+methods run in both spaces: ``[rep]`` = w.r.t. the shared representation (the decoder features
+the heads read), ``[exact]`` = w.r.t. all shared parameters (one batched VJP). ``naive_loop`` is
+what public libraries do: one ``autograd.grad`` per task over the shared parameters, the MGDA
+combination of the flattened gradients, then a backward for the task-specific parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+GRAM = ("mgda", "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl")
+LOSS_BASED = ("equal", "fixed", "uncertainty", "dwa", "gls", "rlw", "lsb", "gradnorm")
+TASK_SETS = {3: "nyuv2_lsb3", 8: "taskonomy_lsb8"}
+#: the representation-space variants must stay within this factor of equal weighting at T = 8
+REPRESENTATION_LIMIT = 1.6
+
+
+def configurations() -> list[str]:
+    """Every strategy; gradient methods in both spaces; the naive per-task loop."""
+    return [*LOSS_BASED, *(f"{g}[{s}]" for g in GRAM for s in ("rep", "exact")), "naive_loop"]
+
+
+def settings() -> dict:
+    """Problem size: the synthetic CPU model on CPU, MobileNet-V2 ×1.0 at 256×256 on a GPU."""
+    if torch.cuda.is_available():
+        return {"device": "cuda", "batch": 8, "size": 256, "steps": 10, "rounds": 3,
+                "overrides": ["backbone=mobilenetv2", "model.decoder_width=256"]}
+    return {"device": "cpu", "batch": 8, "size": 64, "steps": 2, "rounds": 2,
+            "overrides": ["backbone=mobilenetv2_cpu"]}
+
+
+def random_labels(tasks: dict, batch: int, size: int, device: torch.device) -> dict:
+    """Valid random labels per task (class ids, positive depth, unit normals, dense maps)."""
+    labels = {}
+    gen = torch.Generator().manual_seed(0)
+    for name, task in tasks.items():
+        shape = (batch, task.label_channels, size, size)
+        if task.kind == "class":
+            label = torch.randint(0, task.out_channels, (batch, size, size), generator=gen)
+        elif name.endswith("normals"):
+            label = torch.nn.functional.normalize(torch.randn(shape, generator=gen), dim=1)
+        else:
+            label = torch.rand(shape, generator=gen) * 4 + 1
+        labels[name] = label.to(device)
+    return labels
+
+
+def naive_loop_backward(net, losses: dict) -> None:
+    """T separate backward passes over the shared parameters, MGDA combination, then one
+    backward for the task-specific parameters (the public libraries' path)."""
+    from densemtl.weighting import solvers
+
+    shared = net.shared_parameters()
+    flat = []
+    for loss in losses.values():
+        grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+        flat.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
+                               for p, g in zip(shared, grads)]))
+    jac = torch.stack(flat)
+    coef = solvers.min_norm_coefficients((jac @ jac.T).double().cpu().numpy())
+    update = torch.as_tensor(coef, dtype=jac.dtype, device=jac.device) @ jac
+    task_params = [p for t in net.tasks for p in net.task_parameters(t)]
+    total = sum(float(c) * loss for c, loss in zip(coef, losses.values()))
+    for p, g in zip(task_params, torch.autograd.grad(total, task_params)):
+        p.grad = g
+    offset = 0
+    for p in shared:
+        p.grad = update[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
+def make_step(config: str, num_tasks: int) -> Callable[[], None]:
+    """One training step of ``config`` on a freshly built network (inside the subprocess)."""
+    from densemtl.config import compose
+    from densemtl.experiment import build_net, build_tasks
+    from densemtl.weighting import build_weighting
+    from densemtl.weighting.gradient_based import GradNorm
+
+    s = settings()
+    dev = torch.device(s["device"])
+    cfg = compose(["model=mtl_baseline", "modulation=none", f"tasks={TASK_SETS[num_tasks]}",
+                   *s["overrides"]])
+    tasks = build_tasks(cfg)
+    torch.manual_seed(0)
+    net = build_net(cfg, tasks).to(dev)
+    name, _, space = config.partition("[")
+    options = {"space": {"rep": "representation", "exact": "parameters"}[space.rstrip("]")]} \
+        if space else {}
+    if name == "fixed":
+        options["weights"] = [1.0] * num_tasks
+    strategy = None if name == "naive_loop" else build_weighting(name, list(tasks), **options)
+    params = list(net.parameters())
+    if strategy is not None:
+        strategy.to(dev)
+        params += strategy.extra_parameters()
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+    images = torch.randn(s["batch"], 3, s["size"], s["size"], device=dev)
+    labels = random_labels(tasks, s["batch"], s["size"], dev)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        preds = net(images)
+        losses = {t: task.loss(preds[t], labels[t]) for t, task in tasks.items()}
+        if strategy is None:
+            naive_loop_backward(net, losses)
+        else:
+            shared = (net.last_shared_parameters() if isinstance(strategy, GradNorm)
+                      else net.shared_parameters())
+            strategy.backward(losses, shared_parameters=shared,
+                              representation=net.shared_representation)
+        optimizer.step()
+
+    return step
+
+
+def timed(step: Callable[[], None], n: int) -> list[float]:
+    """Wall-clock seconds of ``n`` steps (device synchronised)."""
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def child(config: str, num_tasks: int) -> dict:
+    """Peak memory of ``config`` alone, then its step time interleaved with equal weighting's."""
+    torch.set_flush_denormal(True)
+    s = settings()
+    step = make_step(config, num_tasks)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    own = timed(step, 2)  # warm-up and the memory peak of this configuration only
+    if torch.cuda.is_available():
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    reference = make_step("equal", num_tasks)
+    timed(reference, 1)
+    times, ref_times = [], []
+    for _ in range(s["rounds"]):
+        times += timed(step, s["steps"])
+        ref_times += timed(reference, s["steps"])
+    step_s, ref_s = statistics.median(times), statistics.median(ref_times)
+    return {"step_s": step_s, "equal_step_s": ref_s, "time_vs_equal": step_s / ref_s,
+            "peak_mb": peak_mb, "warmup_s": own[0]}
+
+
+def run() -> dict:
+    """Every configuration for T = 3 and T = 8, each in its own process; prints the ratios."""
+    s = settings()
+    results: dict[str, dict] = {}
+    for num_tasks in TASK_SETS:
+        rows = {}
+        for config in configurations():
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.bench_weighting", config, str(num_tasks)],
+                capture_output=True, text=True, check=True,
+            )
+            rows[config] = json.loads(out.stdout.splitlines()[-1])
+        equal_mb = rows["equal"]["peak_mb"]
+        for row in rows.values():
+            row["memory_vs_equal"] = row["peak_mb"] / equal_mb
+        results[f"T={num_tasks}"] = rows
+    print(f"Weighting step vs equal weighting, batch {s['batch']}, {s['size']}x{s['size']}, "
+          f"{s['device']} (memory: {'max allocated' if s['device'] == 'cuda' else 'max RSS'})")
+    print(f"{'configuration':<22s}" + "".join(
+        f" {f'T={t} time':>10s} {f'T={t} MB':>9s} {'mem':>5s}" for t in TASK_SETS))
+    for config in configurations():
+        cells = "".join(
+            f" {results[f'T={t}'][config]['time_vs_equal']:>9.2f}x "
+            f"{results[f'T={t}'][config]['peak_mb']:>9.0f} "
+            f"{results[f'T={t}'][config]['memory_vs_equal']:>4.2f}x" for t in TASK_SETS)
+        print(f"{config:<22s}{cells}")
+    worst = max(results["T=8"][f"{g}[rep]"]["time_vs_equal"] for g in GRAM)
+    ok = worst <= REPRESENTATION_LIMIT
+    print(f"representation-space variants at T=8: worst {worst:.2f}x equal "
+          f"({'within' if ok else 'OVER'} the {REPRESENTATION_LIMIT}x limit)")
+    for rows in results.values():
+        for row in rows.values():
+            for key in ("step_s", "equal_step_s", "time_vs_equal", "peak_mb", "memory_vs_equal",
+                        "warmup_s"):
+                row[key] = round(row[key], 4)
+    return {"settings": {k: v for k, v in s.items() if k != "overrides"},
+            "model": s["overrides"], "representation_worst_T8": round(worst, 3),
+            "representation_within_limit": ok, "results": results}
+
+
+if __name__ == "__main__":
+    print(json.dumps(child(sys.argv[1], int(sys.argv[2]))))
