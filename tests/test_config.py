@@ -53,5 +53,6 @@ def test_every_experiment_row_builds(name):
     cfg = compose([f"experiment={name}"])
     tasks = build_tasks(cfg)
     net = build_net(cfg, tasks)
-    assert set(net.tasks if hasattr(net, "tasks") else tasks) == set(tasks)
-    assert cfg.name == Path(name).name
+    assert set(net.tasks) == set(tasks)
+    if "/" in name:  # paper rows name their runs after the row
+        assert cfg.name == Path(name).name

@@ -95,7 +95,7 @@ def test_astmt_ablation_rows_are_the_paper_rows():
     preset = yaml.safe_load((conf_dir() / "sweep" / "astmt_ablation.yaml").read_text())
     rows = [r.strip() for r in preset["hydra"]["sweeper"]["params"]["+sweep/astmt_rows"].split(",")]
     files = sorted(p.stem for p in (conf_dir() / "sweep" / "astmt_rows").glob("*.yaml"))
-    assert sorted(rows) == files and len(rows) == 10
+    assert sorted(rows) == files and len(rows) == 11
     seen = {}
     for row in rows:
         cfg = compose([f"+sweep/astmt_rows={row}"])
@@ -108,3 +108,6 @@ def test_astmt_ablation_rows_are_the_paper_rows():
     assert seen["se_decoder"][2] == "decoder" and seen["se"][2] == "encoder_decoder"
     assert seen["adapters"][3] is True
     assert seen["sea"][2:5] == ("encoder_decoder", False, True)
+    acc = compose(["+sweep/astmt_rows=se_decoder_accumulated"])
+    assert (acc.model.schedule, acc.model.execution, acc.modulation.se) == (
+        "accumulated", "shared_encoder", "decoder")
