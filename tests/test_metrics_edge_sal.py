@@ -368,3 +368,20 @@ def test_saliency_two_updates_equal_one_and_unknown_convention():
         SaliencyMetric("beta2_0.5")
     with pytest.raises(ValueError, match="0, 1 or 255"):
         SaliencyMetric().update(prob, target * 0.5)
+
+
+def test_pairs_in_reach_equal_brute_force_distances():
+    """The disc-offset pair search finds exactly the pairs a brute-force distance check finds."""
+    from densemtl.metrics.edge import _pairs_in_reach
+
+    rng = np.random.default_rng(1)
+    for reach in (0.0, 0.7, 1.0, 1.5, 2.9):
+        pred = rng.random((17, 23)) < 0.3
+        gt = rng.random((17, 23)) < 0.3
+        py, px = np.nonzero(pred)
+        gy, gx = np.nonzero(gt)
+        i, j = _pairs_in_reach(py, px, gy, gx, pred.shape, reach)
+        got = set(zip(i.tolist(), j.tolist()))
+        d2 = (py[:, None] - gy[None]) ** 2 + (px[:, None] - gx[None]) ** 2
+        expected = set(zip(*np.nonzero(d2 <= reach * reach)))
+        assert got == {(int(a), int(b)) for a, b in expected}
