@@ -180,6 +180,8 @@ def run() -> dict:
                 capture_output=True, text=True, check=True,
             )
             rows[config] = json.loads(out.stdout.splitlines()[-1])
+            print(f"T={num_tasks} {config}: {rows[config]['time_vs_equal']:.2f}x equal",
+                  flush=True)
         equal_mb = rows["equal"]["peak_mb"]
         for row in rows.values():
             row["memory_vs_equal"] = row["peak_mb"] / equal_mb

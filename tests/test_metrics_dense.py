@@ -141,3 +141,24 @@ def test_no_valid_pixels_gives_nan_not_zero():
     depth.update(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
     values = list(normals.compute().values()) + list(depth.compute().values())
     assert len(values) == 10 and all(math.isnan(v.item()) for v in values)
+
+
+def test_normals_8bit_quantisation_scores_the_png_encoding():
+    """With quantize_8bit the prediction is first rounded to v = round((n+1)·127.5): a unit vector
+    (0.6, 0.8, 0) becomes (2·204/255 − 1, 2·230/255 − 1, 2·128/255 − 1) = (0.6, 0.80392, 0.00392)."""
+    import math
+
+    from densemtl.metrics.dense import NormalsMetric
+
+    pred = torch.tensor([0.6, 0.8, 0.0]).view(1, 3, 1, 1)
+    target = pred.clone()
+    exact = NormalsMetric()
+    exact.update(pred, target)
+    assert float(exact.compute()["mean"]) == pytest.approx(0.0, abs=1e-6)
+    quant = NormalsMetric(quantize_8bit=True)
+    quant.update(pred, target)
+    q = torch.tensor([2 * 204 / 255 - 1, 2 * 230 / 255 - 1, 2 * 128 / 255 - 1], dtype=torch.float64)
+    t = torch.tensor([0.6, 0.8, 0.0], dtype=torch.float64)
+    angle = math.degrees(math.atan2(torch.linalg.cross(q, t).norm(), q @ t))
+    assert float(quant.compute()["mean"]) == pytest.approx(angle, rel=1e-4)  # float32 input
+    assert angle > 0.2

@@ -334,3 +334,17 @@ def test_conditioned_module_outside_forward_is_an_error():
     with pytest.raises(RuntimeError, match="no active task"):
         net.backbone(torch.randn(2, 3, 32, 32))
     assert net.router._active is None  # routing was reset after earlier forwards too
+
+
+def test_plain_resnet_backbone_has_no_se_and_fewer_parameters():
+    """``squeeze_excite=False`` (ASTMT Table 3a w/o SE-bb) drops exactly the SE modules."""
+    from densemtl.models.backbones import build_backbone
+
+    kw = dict(channels=(8, 16, 32, 64), stem_width=8)
+    with_se = build_backbone("seresnet26", **kw)
+    plain = build_backbone("seresnet26", squeeze_excite=False, **kw)
+    se_params = sum(p.numel() for n, p in with_se.named_parameters() if ".se." in n)
+    n_with = sum(p.numel() for p in with_se.parameters())
+    n_plain = sum(p.numel() for p in plain.parameters())
+    assert se_params > 0 and n_with - n_plain == se_params
+    assert not any(".se." in n for n, _ in plain.named_parameters())

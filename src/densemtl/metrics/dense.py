@@ -105,18 +105,23 @@ class NormalsMetric(Metric):
     (% of pixels with error below that angle). The angle is ``atan2(|p×t|, p·t)``, accurate also
     near 0° where ``acos`` of a float dot product is not, and independent of vector lengths. The
     median comes from a histogram of ``bin_width_deg`` bins (a summable state, so it syncs across
-    processes) and is exact to half a bin (0.005° by default).
+    processes) and is exact to half a bin (0.005° by default). ``quantize_8bit`` first rounds the
+    prediction to the 8-bit PNG encoding v = round((n + 1)·255/2), n = 2v/255 − 1 — what a
+    prediction saved in the published format scores.
     """
 
     is_differentiable = False
     full_state_update = False
     THRESHOLDS = (11.25, 22.5, 30.0)
 
-    def __init__(self, bin_width_deg: float = 0.01, **kwargs) -> None:
+    def __init__(
+        self, bin_width_deg: float = 0.01, quantize_8bit: bool = False, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         if not 0 < bin_width_deg <= 1:
             raise ValueError(f"bin_width_deg must be in (0, 1], got {bin_width_deg!r}")
         self.bin_width = float(bin_width_deg)
+        self.quantize_8bit = bool(quantize_8bit)
         self.num_bins = math.ceil(180.0 / self.bin_width)
         zero = torch.zeros((), dtype=torch.float64)
         self.add_state("angle_sum", default=zero.clone(), dist_reduce_fx="sum")
@@ -134,6 +139,8 @@ class NormalsMetric(Metric):
         """Add decoded normals ``preds`` (B×3×H×W) against ``target`` (B×3×H×W, zero = invalid)."""
         _check_dense(self, preds, target, 3)
         valid = (target != 0).any(dim=1)
+        if self.quantize_8bit:
+            preds = torch.round((preds.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
         p = preds.permute(0, 2, 3, 1)[valid].double()
         t = target.permute(0, 2, 3, 1)[valid].double()
         angle = torch.rad2deg(

@@ -223,6 +223,7 @@ def build_seresnet(
     stem_width: int = 64,
     pretrained_path: str | os.PathLike | None = None,
     zero_init_last: bool = False,
+    squeeze_excite: bool = True,
 ) -> SEResNetBackbone:
     """SE-ResNet with bottleneck blocks; the last stage(s) dilated for output stride 16 / 8.
 
@@ -231,12 +232,13 @@ def build_seresnet(
     which would also hide the task-specific SE of a fresh network). Weights load from a local
     state-dict file of the matching timm model (keys ``conv1.*``, ``layer1.*``, ...; ``fc.*``
     ignored), before any task conditioning, so all per-task copies start from them.
+    ``squeeze_excite=False`` gives the plain ResNet of ASTMT Table 3a (no SE to make per-task).
     """
     _check_output_stride(output_stride)
     model = ResNet(
         block=Bottleneck,
         layers=tuple(layers),
-        block_args=dict(attn_layer="se"),
+        block_args=dict(attn_layer="se" if squeeze_excite else None),
         output_stride=output_stride,
         channels=tuple(channels),
         stem_width=stem_width,
@@ -292,7 +294,7 @@ def build_backbone(name: str = "seresnet26", **options) -> Backbone:
     """Build a backbone by registry name; ``options`` go to its builder.
 
     SE-ResNet options: ``output_stride``, ``channels``, ``stem_width``, ``pretrained_path``,
-    ``zero_init_last``. MobileNet-V2 options: ``output_stride``, ``width``, ``squeeze_excite``,
+    ``zero_init_last``, ``squeeze_excite``. MobileNet-V2 options: ``output_stride``, ``width``, ``squeeze_excite``,
     ``pretrained_path``.
     """
     if name not in BACKBONES:

@@ -266,7 +266,13 @@ def condition_blocks(
     converted = 0
     for block, slots in blocks:
         if squeeze_excite and slots.se is not None:
-            se = _get(block, slots.se)
+            se = getattr(block, slots.se, None) if "." not in slots.se else _get(block, slots.se)
+            if se is None:
+                raise ValueError(
+                    f"per-task SE needs SE blocks, but {type(block).__name__} has none (a backbone "
+                    "built with squeeze_excite=False); use modulation=none or adapters, or an "
+                    "SE backbone"
+                )
             if isinstance(se, SEModule):
                 _set(block, slots.se, TaskSqueezeExcite(se, tasks, router))
                 converted += 1

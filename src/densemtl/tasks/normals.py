@@ -30,6 +30,10 @@ class Normals(Task):
     ignore_value = 0
     primary_metrics = {"mean": False}
 
+    def __init__(self, quantize_8bit: bool = False, weight: float | None = None) -> None:
+        super().__init__(weight)
+        self.quantize_8bit = bool(quantize_8bit)
+
     @property
     def out_channels(self) -> int:
         """A 3-vector per pixel."""
@@ -49,8 +53,9 @@ class Normals(Task):
         return F.normalize(pred, dim=1)
 
     def make_metric(self) -> NormalsMetric:
-        """Pooled angle errors: mean, median, rmse, % below 11.25° / 22.5° / 30°."""
-        return NormalsMetric()
+        """Pooled angle errors: mean, median, rmse, % below 11.25° / 22.5° / 30° (of the float
+        prediction, or of its 8-bit PNG encoding with ``quantize_8bit``)."""
+        return NormalsMetric(quantize_8bit=self.quantize_8bit)
 
     def hflip_label(self, label: np.ndarray) -> np.ndarray:
         """A mirrored surface faces the mirrored way: negate x."""
