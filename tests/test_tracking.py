@@ -72,7 +72,8 @@ def test_csv_and_tensorboard_get_learning_rates_delta_m_and_prediction_grids(tmp
     rows = csv_rows(out / "metrics.csv")
     lrs = [float(r["train/lr/net"]) for r in rows if r.get("train/lr/net")]
     # poly schedule over 4 iterations (2 epochs × 2 batches): lr·(1 − i/4)^0.9
-    assert lrs == pytest.approx([0.005 * (1 - i / 4) ** 0.9 for i in range(4)], rel=1e-6)
+    lr = cfg.optimizer.lr
+    assert lrs == pytest.approx([lr * (1 - i / 4) ** 0.9 for i in range(4)], rel=1e-6)
     deltas = [float(r["val/delta_m_gain"]) for r in rows if r.get("val/delta_m_gain")]
     assert len(deltas) == 3  # two epochs + the final validation
     assert deltas[-1] == pytest.approx(payload["delta_m"]["delta_m_gain"], rel=1e-6)

@@ -134,14 +134,14 @@ def qualitative_panels(
     for module in models.values():
         for name, task in module.tasks.items():
             owners.setdefault(name, task)
-    missing = sorted({t.label_key for t in owners.values()} - set(data.batch))
+    missing = sorted(set(owners) - set(data.batch))
     if missing:
         raise KeyError(f"the batch lacks labels {missing}: build it with every model's tasks")
     predictions = {name: predict(module, data.images) for name, module in models.items()}
     rows = []
     for i in indices:
         picture = data.picture(i)
-        truth = {t: task.colorize(data.batch[task.label_key][i]) for t, task in owners.items()}
+        truth = {t: task.colorize(data.batch[t][i]) for t, task in owners.items()}
         rows.append(PanelRow(GROUND_TRUTH, i, {"image": picture, **truth}))
         for name, module in models.items():
             preds = {t: module.tasks[t].colorize(p[i]) for t, p in predictions[name].items()}
