@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import MOBILENETV2_WIDTHS
-from .net import select_tasks
+from .net import check_task_channels, select_tasks
 
 __all__ = [
     "LSB_ARCHITECTURES",
@@ -200,12 +200,7 @@ class LsbNet(nn.Module, ABC):
 
     def __init__(self, tasks: Mapping[str, int]) -> None:
         super().__init__()
-        if not tasks:
-            raise ValueError("tasks must name at least one task (name -> output channels)")
-        bad = {t: c for t, c in tasks.items() if not isinstance(c, int) or c < 1}
-        if bad:
-            raise ValueError(f"task output channels must be positive integers, got {bad}")
-        self.tasks = tuple(tasks)
+        self.tasks = check_task_channels(tasks)
         self.channels = dict(tasks)
         #: after each forward: the tensor each task's own part (decoder or channel split) read.
         self.features: dict[str, Tensor] = {}

@@ -38,6 +38,16 @@ def select_tasks(tasks: Sequence[str] | str | None, known: tuple[str, ...]) -> t
     return tasks
 
 
+def check_task_channels(tasks: Mapping[str, int]) -> tuple[str, ...]:
+    """Task names of a ``name -> output channels`` mapping, checked non-empty and positive."""
+    if not tasks:
+        raise ValueError("tasks must name at least one task (name -> output channels)")
+    bad = {t: c for t, c in tasks.items() if not isinstance(c, int) or c < 1}
+    if bad:
+        raise ValueError(f"task output channels must be positive integers, got {bad}")
+    return tuple(tasks)
+
+
 def _choice(kind: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
@@ -87,12 +97,7 @@ class DenseMTLNet(nn.Module):
         decoder_execution: str = "stacked",
     ) -> None:
         super().__init__()
-        if not tasks:
-            raise ValueError("tasks must name at least one task (name -> output channels)")
-        bad = {t: c for t, c in tasks.items() if not isinstance(c, int) or c < 1}
-        if bad:
-            raise ValueError(f"task output channels must be positive integers, got {bad}")
-        self.tasks = tuple(tasks)
+        self.tasks = check_task_channels(tasks)
         self.decoder_kind = _choice("decoder", decoder, DECODERS)
         self.se = _choice("se", se, SE_CHOICES)
         self.execution = _choice("execution", execution, EXECUTIONS)
