@@ -294,8 +294,8 @@ def build_backbone(name: str = "seresnet26", **options) -> Backbone:
     """Build a backbone by registry name; ``options`` go to its builder.
 
     SE-ResNet options: ``output_stride``, ``channels``, ``stem_width``, ``pretrained_path``,
-    ``zero_init_last``, ``squeeze_excite``. MobileNet-V2 options: ``output_stride``, ``width``, ``squeeze_excite``,
-    ``pretrained_path``.
+    ``zero_init_last``, ``squeeze_excite``. MobileNet-V2 options: ``output_stride``, ``width``,
+    ``squeeze_excite``, ``pretrained_path``.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
