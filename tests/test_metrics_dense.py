@@ -144,8 +144,8 @@ def test_no_valid_pixels_gives_nan_not_zero():
 
 
 def test_normals_8bit_quantisation_scores_the_png_encoding():
-    """With quantize_8bit the prediction is first rounded to v = round((n+1)·127.5): a unit vector
-    (0.6, 0.8, 0) becomes (2·204/255 − 1, 2·230/255 − 1, 2·128/255 − 1) = (0.6, 0.80392, 0.00392)."""
+    """With quantize_8bit the prediction is first rounded to v = round((n+1)·127.5): the unit
+    vector (0.6, 0.8, 0) becomes (2·204/255 − 1, 2·230/255 − 1, 2·128/255 − 1)."""
     import math
 
     from densemtl.metrics.dense import NormalsMetric
