@@ -64,6 +64,17 @@ class SweepRun:
     delta_m: dict[str, float] | None = None
     history: dict[str, Curve] = field(default_factory=dict)
 
+    def tasks(self) -> dict[str, Any]:
+        """The run's task objects, built from its own config (dataset task arguments included,
+        so e.g. the saliency convention decides which metric enters Δm); default task objects
+        for a record without a task config."""
+        from densemtl.experiment import build_tasks
+        from densemtl.tasks import build_task
+
+        if not self.config.get("tasks"):
+            return {t: build_task(t) for t in self.results}
+        return {t: task for t, task in build_tasks(self.config).items() if t in self.results}
+
     def curves(self, kind: str) -> dict[str, Curve]:
         """Per-task curves of ``kind`` (a key of :data:`CURVES`) present in the run's CSV."""
         if kind not in CURVES:

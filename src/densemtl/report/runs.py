@@ -18,7 +18,6 @@ import numpy as np
 
 from densemtl.analysis.sweeps import SweepRun, load_sweep
 from densemtl.results import delta_m_of, load_baselines
-from densemtl.tasks import TASK_REGISTRY
 
 #: configuration keys (dotted prefixes) that do not define an experiment: a group pools runs
 #: that differ only in these (above all the seed)
@@ -226,7 +225,7 @@ def attach_delta_m(
                 t: found[(run.dataset, t)] for t in run.results if (run.dataset, t) in found
             }
             if set(run.results) <= set(base):
-                tasks = {t: TASK_REGISTRY[t] for t in run.results}
+                tasks = run.record.tasks()
                 gains.append(delta_m_of(run.results, base, tasks)["delta_m_gain"])
                 sources.add("--baselines" if given else "single-task runs")
             elif run.record.delta_m:
