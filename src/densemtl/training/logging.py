@@ -241,7 +241,7 @@ def prediction_grids(
 
 class QualitativeGrid(pl.Callback):
     """After every validation, the first ``n_images`` validation images with each task's ground
-    truth and prediction: PNGs in ``out_dir/<task>/epoch_XXXX.png`` (``final.png`` for a
+    truth and prediction: PNGs in ``out_dir/<task>/epoch_<NNNN>.png`` (``final.png`` for a
     validation outside ``fit``) and, when wandb or TensorBoard is a logger, images under
     ``val/qualitative/<task>``. Only the global-zero process draws."""
 
