@@ -75,14 +75,14 @@ def test_csv_and_tensorboard_get_learning_rates_delta_m_and_prediction_grids(tmp
     lr = cfg.optimizer.lr
     assert lrs == pytest.approx([lr * (1 - i / 4) ** 0.9 for i in range(4)], rel=1e-6)
     deltas = [float(r["val/delta_m_gain"]) for r in rows if r.get("val/delta_m_gain")]
-    assert len(deltas) == 3  # two epochs + the final validation
+    assert len(deltas) == 2  # two epochs; the last one's results are the final ones (no re-run)
     assert deltas[-1] == pytest.approx(payload["delta_m"]["delta_m_gain"], rel=1e-6)
     drops = [float(r["val/delta_m_drop"]) for r in rows if r.get("val/delta_m_drop")]
     assert drops == pytest.approx([-d for d in deltas])
     for task in ("semseg", "depth"):
         names = sorted(p.name for p in (out / "qualitative" / task).iterdir())
-        assert names == ["epoch_0000.png", "epoch_0001.png", "final.png"]
-        picture = imread(out / "qualitative" / task / "final.png")
+        assert names == ["epoch_0000.png", "epoch_0001.png"]
+        picture = imread(out / "qualitative" / task / "epoch_0001.png")
         assert picture.shape[:2] == (3 * 32 + 2 * 2, 3 * 32 + 2 * 2)
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     info = json.loads((out / "run_info.json").read_text())

@@ -189,7 +189,8 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
     if not cfg.get("evaluate", True):
         return {}
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    if module.val_results_step != trainer.global_step:  # the last epoch did not validate
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     data = cfg["data"]
     size = data.get("crop_size") or data.get("size") or 512
     size = int(size if isinstance(size, int) else max(size))

@@ -47,6 +47,7 @@ class MultiTaskModule(pl.LightningModule):
         self.optimizer_cfg = dict(optimizer)
         self.val_metrics = nn.ModuleDict({t: task.make_metric() for t, task in self.tasks.items()})
         self.val_results: dict[str, dict[str, float]] = {}
+        self.val_results_step = -1
         self.max_bad_steps = int(max_bad_steps)
         self.bad_steps = 0
 
@@ -104,6 +105,8 @@ class MultiTaskModule(pl.LightningModule):
                 self.log(f"val/{t}/{k}", v, sync_dist=False)
             metric.reset()
         self.val_results = results
+        #: the optimiser step the results belong to (lets ``run`` skip a repeated final pass)
+        self.val_results_step = self.global_step
 
     # -- optimisation -------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
