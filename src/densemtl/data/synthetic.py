@@ -294,8 +294,8 @@ class _Box(_Primitive):
 
 
 @dataclass
-class _Cylinder(_Primitive):
-    """Upright cylinder standing on the floor; ``center`` is the middle of its axis."""
+class _UprightSolid(_Primitive):
+    """A solid of revolution about a vertical axis; ``center`` is the middle of its axis."""
 
     radius: float = 0.3
     height: float = 1.0
@@ -304,6 +304,11 @@ class _Cylinder(_Primitive):
     def base(self) -> np.ndarray:
         """Centre of the bottom disc."""
         return self.center - np.array([0.0, self.height / 2, 0.0])
+
+
+@dataclass
+class _Cylinder(_UprightSolid):
+    """Upright cylinder standing on the floor."""
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         ol = o - self.base
@@ -340,16 +345,8 @@ class _Cylinder(_Primitive):
 
 
 @dataclass
-class _Cone(_Primitive):
-    """Upright cone, apex up, standing on the floor; ``center`` is the middle of its axis."""
-
-    radius: float = 0.3
-    height: float = 1.0
-
-    @property
-    def base(self) -> np.ndarray:
-        """Centre of the bottom disc."""
-        return self.center - np.array([0.0, self.height / 2, 0.0])
+class _Cone(_UprightSolid):
+    """Upright cone, apex up, standing on the floor."""
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         # x² + z² = k²(h - y)²; the base faces the floor and is never seen from above it.
