@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,15 +22,7 @@ from densemtl.models.discriminator import (
     task_gradient,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Run single-threaded: the tensors are tiny, and intra-op threads on a shared 2-core machine
-    only add synchronisation (measured under load: one toy game 85 s with 2 threads, 5 s with 1)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- gradient reversal ---------------------------------------------------------------------------

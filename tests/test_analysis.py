@@ -36,13 +36,7 @@ R26 = dict(name="seresnet26", channels=(8, 16, 32, 64), stem_width=8)
 TASKS = {"a": 1, "b": 1, "c": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a shared 2-core machine run fastest single-threaded; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _se_net(seed: int = 0, tasks=TASKS) -> DenseMTLNet:

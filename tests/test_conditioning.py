@@ -20,13 +20,7 @@ from densemtl.models.conditioning import channels_to_stack, stack_to_channels
 TASKS = ("a", "b", "c")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a shared 2-core machine run fastest single-threaded; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise(module: nn.Module, seed: int) -> None:

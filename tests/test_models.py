@@ -20,13 +20,7 @@ MNV2 = dict(name="mobilenetv2", width=0.35)
 TASKS = {"semseg": 5, "edge": 1, "normals": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a shared 2-core machine run fastest single-threaded; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(backbone=R26, **kw) -> DenseMTLNet:
