@@ -35,7 +35,7 @@ def settings() -> dict:
 def child(mode: str, adversarial: bool) -> dict:
     """Time one configuration (runs inside the subprocess)."""
     from densemtl.models import DenseMTLNet
-    from densemtl.models.discriminator import TaskDiscriminator
+    from densemtl.models.adversarial import TaskDiscriminator
     from densemtl.tasks import build_task
     from densemtl.training.single_tasking import Adversary, single_tasking_step
     from densemtl.weighting import build_weighting

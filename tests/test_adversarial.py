@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from densemtl.models.discriminator import (
+from densemtl.models.adversarial import (
     W_D_PAPER,
     W_D_REFERENCE,
     ReversalSchedule,

@@ -16,11 +16,9 @@ from densemtl.analysis import (
     equally_spaced,
     format_last_values,
     layer_similarity,
-    load_sweep,
     pca_rgb,
     plot_final_metrics,
     qualitative_panels,
-    read_csv_history,
     se_layers,
     task_similarity,
     tsne_embedding,
@@ -30,6 +28,7 @@ from densemtl.analysis.qualitative import ValidationBatch
 from densemtl.data.synthetic import SyntheticScenes
 from densemtl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densemtl.models import DenseMTLNet
+from densemtl.runs import load_runs, read_csv_history
 from densemtl.tasks import build_task
 
 R26 = dict(name="seresnet26", channels=(8, 16, 32, 64), stem_width=8)
@@ -269,7 +268,7 @@ def test_sweep_loads_runs_curves_and_final_metrics(tmp_path):
     results = {"semseg": {"mIoU": 41.5, "pixel_acc": 80.0}, "depth": {"rmse": 0.75}}
     _write_run(tmp_path / "0", "uncertainty", [(1, 1), (0.5, 2.0)], results, delta=-1.25)
     _write_run(tmp_path / "1", "dwa", [(1, 1), (1, 1), (0.8, 1.2)], results)
-    runs = load_sweep(tmp_path)
+    runs = load_runs(tmp_path)
     assert [(r.name, r.scheme, r.seed) for r in runs] == [("1", "dwa", 3), ("0", "uncertainty", 3)]
     weights = runs[0].curves("weight")
     assert set(weights) == {"semseg", "depth"}
@@ -293,15 +292,15 @@ def test_sweep_loads_runs_curves_and_final_metrics(tmp_path):
 
 def test_sweep_errors_name_the_directory_and_what_is_expected(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"no run under {tmp_path}"):
-        load_sweep(tmp_path)
+        load_runs(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_sweep(tmp_path / "missing")
+        load_runs(tmp_path / "missing")
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="bad.csv is not a Lightning CSV log"):
         read_csv_history(tmp_path / "bad.csv")
     _write_run(tmp_path / "r", "equal", [(1, 1)], {"semseg": {"mIoU": 1.0}})
     with pytest.raises(KeyError, match="unknown curve kind"):
-        load_sweep(tmp_path)[0].curves("weights")
+        load_runs(tmp_path)[0].curves("weights")
 
 
 # -- qualitative -----------------------------------------------------------------------------------

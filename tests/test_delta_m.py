@@ -56,7 +56,7 @@ def test_zero_baseline_and_empty_selection_are_errors():
 def test_reference_rows_reproduce_paper_delta_m_through_load_baselines():
     """``baselines=reference:<row>`` loads the shipped paper numbers; Δm of the paper's own
     multi-task row against them is the paper's 6.62 % drop (ASTMT Table 3, R-26)."""
-    from densemtl.results import delta_m_of, load_baselines
+    from densemtl.runs import delta_m_of, load_baselines
     from densemtl.tasks import build_task
 
     base = load_baselines("reference:astmt_pascal_r26")

@@ -13,8 +13,9 @@ from densemtl.cli.report import main as report_main
 from densemtl.config import compose, conf_dir
 from densemtl.experiment import build_module, build_tasks
 from densemtl.report.gridsearch import best_weights
+from densemtl.report.groups import group_runs
 from densemtl.report.ranks import rank_columns, rank_table
-from densemtl.report.runs import group_runs, load_runs
+from densemtl.runs import load_runs
 
 TASKS3 = ("lsb_depth", "lsb_normals", "lsb_semseg")
 

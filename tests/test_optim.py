@@ -43,7 +43,7 @@ def test_schedule_ends_at_zero_and_constant_stays():
 
 @pytest.mark.parametrize(
     "cfg, match",
-    [({"name": "rmsprop", "lr": 0.1}, "sgd, adam, adamw"), ({"name": "sgd", "lr": -1}, "positive")],
+    [({"name": "rmsprop", "lr": 0.1}, "adam, adamw, sgd"), ({"name": "sgd", "lr": -1}, "positive")],
 )
 def test_bad_optimizer_config(cfg, match):
     with pytest.raises(ValueError, match=match):

@@ -11,7 +11,7 @@ import pytest
 
 from densemtl.cli.report import main as report_main
 from densemtl.report import write_report
-from densemtl.report.runs import load_runs
+from densemtl.runs import load_runs
 
 RESOURCES = {"parameters": {"total": 2_000_000}, "multiply_adds": {"all_tasks": 3e9},
              "image_size": 32}
@@ -109,8 +109,8 @@ def test_baselines_file_drop_convention_and_cli(sweep, tmp_path, capsys):
 
 
 def test_training_curves_average_the_seeds(sweep):
+    from densemtl.report.groups import group_runs
     from densemtl.report.plots import epoch_mean_curve
-    from densemtl.report.runs import group_runs
 
     groups = {g.label: g for g in group_runs(load_runs([sweep]))}
     epochs, mean, std = epoch_mean_curve(groups["weighting=dwa"], "weight", "semseg")

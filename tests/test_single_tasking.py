@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from densemtl.models import DenseMTLNet
-from densemtl.models.discriminator import TaskDiscriminator, adversarial_loss, task_gradient
+from densemtl.models.adversarial import TaskDiscriminator, adversarial_loss, task_gradient
 from densemtl.tasks import build_task
 from densemtl.training.single_tasking import Adversary, single_tasking_step
 from densemtl.weighting import build_weighting

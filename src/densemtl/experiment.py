@@ -6,30 +6,45 @@ Everything here takes plain mappings, so the same functions serve the CLI, noteb
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
-from densemtl.baselines import constant_predictor_results
+from densemtl.constant_predictor import constant_predictor_results
 from densemtl.data.datamodule import MultiTaskDataModule
-from densemtl.models import DenseMTLNet
-from densemtl.models.lsb_nets import LSB_ARCHITECTURES, LsbNet, build_lsb_net
-from densemtl.report.tables import run_summary
+from densemtl.models import ARCHITECTURES, MultiTaskNet
+from densemtl.registry import check_kwargs, load_plugins, parameter_names
 from densemtl.resources import resource_report
-from densemtl.results import delta_m_of, format_table, load_baselines, write_json_atomic
-from densemtl.tasks import Task, build_task
+from densemtl.runs import (
+    delta_m_of,
+    load_baselines,
+    run_summary,
+    write_metrics,
+    write_run_info,
+)
+from densemtl.tasks import Task, build_tasks
+from densemtl.training.base import MultiTaskModule
 from densemtl.training.callbacks import AtomicCheckpointIO
 from densemtl.training.joint import JointModule
-from densemtl.training.logging import build_callbacks, build_loggers, write_run_info
+from densemtl.training.logging import build_callbacks, build_loggers, run_info
 from densemtl.training.single_tasking import SingleTaskingModule
 from densemtl.weighting import WeightingStrategy, build_weighting
 
-LOOPS = ("joint", "single_tasking")
+__all__ = [
+    "build_datamodule", "build_module", "build_net", "build_tasks", "build_trainer",
+    "build_weighting_from_config", "evaluate_checkpoint", "load_module", "run",
+]
+
+#: ``model.loop`` -> Lightning module
+LOOPS = {"joint": JointModule, "single_tasking": SingleTaskingModule}
+#: ``model`` keys that name things or configure the training loop (not the network)
+MODEL_KEYS = ("name", "arch", "loop")
+#: groups an architecture builder receives when it takes them as parameters
+NET_GROUPS = ("backbone",)
 
 
 def to_plain(cfg: Any) -> Any:
@@ -39,79 +54,57 @@ def to_plain(cfg: Any) -> Any:
     return cfg
 
 
-def build_tasks(cfg: Mapping[str, Any]) -> dict[str, Task]:
-    """Task objects from ``cfg.tasks`` (name → constructor kwargs) plus the dataset's task
-    arguments (``cfg.data.task_args``, e.g. the number of semantic classes); ``cfg.single_task``
-    keeps one task of the set (the single-task baselines)."""
-    tasks_cfg = cfg.get("tasks") or {}
-    if not tasks_cfg:
-        raise ValueError("config 'tasks' is empty: choose a task set, e.g. tasks=pascal5")
-    only = cfg.get("single_task")
-    if only is not None:
-        if only not in tasks_cfg:
-            raise ValueError(
-                f"single_task={only!r} is not in the task set ({', '.join(tasks_cfg)})"
-            )
-        tasks_cfg = {only: tasks_cfg[only]}
-    data_args = (cfg.get("data") or {}).get("task_args") or {}
-    tasks = {}
-    for name, kwargs in tasks_cfg.items():
-        args = {**(data_args.get(name) or {}), **(kwargs or {})}
-        tasks[name] = build_task(name, **args)
-    return tasks
+def split_model_config(
+    cfg: Mapping[str, Any],
+) -> tuple[str, type[pl.LightningModule], dict[str, Any], dict[str, Any]]:
+    """``model`` config → (architecture, loop module, loop options, network options).
+
+    The loop options are the keyword parameters of the loop's module that the ``model`` group
+    carries (the single-tasking ``schedule`` and ``task_order``); everything else but the name
+    configures the network."""
+    model = dict(to_plain(cfg["model"]))
+    for key in ("arch", "loop"):
+        if key not in model:
+            raise KeyError(f"model config needs '{key}' (model: {sorted(model)})")
+    arch, loop = model["arch"], model["loop"]
+    if loop not in LOOPS:
+        raise ValueError(f"model.loop={loop!r} is not one of {', '.join(LOOPS)}")
+    module = LOOPS[loop]
+    loop_params = set(parameter_names(module)) - set(parameter_names(MultiTaskModule))
+    loop_options = {k: v for k, v in model.items() if k in loop_params and k not in MODEL_KEYS}
+    net_options = {
+        k: v for k, v in model.items() if k not in MODEL_KEYS and k not in loop_options
+    }
+    net_params = parameter_names(ARCHITECTURES.get(arch))
+    for key in net_options:  # another loop's option (e.g. the single-tasking schedule)
+        other = [n for n, m in LOOPS.items() if key in parameter_names(m) and key not in net_params]
+        if other:
+            raise ValueError(f"model.{key} applies to model.loop={other[0]} only, not {loop}")
+    return arch, module, loop_options, net_options
 
 
-def build_deeplab_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> DenseMTLNet:
-    """``DenseMTLNet`` of ``cfg.model`` + ``cfg.backbone`` + ``cfg.modulation`` for ``tasks``."""
-    model, mod = cfg["model"], cfg.get("modulation") or {}
-    return DenseMTLNet(
-        {t: task.out_channels for t, task in tasks.items()},
-        backbone=dict(cfg["backbone"]),
-        decoder=model.get("decoder", "deeplab"),
-        decoder_width=int(model.get("decoder_width", 64)),
-        se=mod.get("se", "none"),
-        per_task_bn=mod.get("per_task_bn"),
-        adapters=bool(mod.get("adapters", False)),
-        execution=model.get("execution", "sequential"),
-    )
-
-
-def build_lsb_study_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> LsbNet:
-    """An LSB-study network (``model.arch`` = lsb_*); its encoder is in ``cfg.model``, so the
-    ``backbone`` and ``modulation`` groups do not apply."""
-    model = cfg["model"]
-    return build_lsb_net(
-        model["arch"],
-        {t: task.out_channels for t, task in tasks.items()},
-        encoder=model.get("encoder", "mobilenetv2"),
-        encoder_width=float(model.get("encoder_width", 1.0)),
-        decoder_width=int(model.get("decoder_width", 512)),
-        pretrained_path=model.get("pretrained_path"),
-        stitch_init=model.get("stitch_init"),
-    )
-
-
-#: ``model.arch`` -> network builder (cfg, tasks) -> net with the ``DenseMTLNet`` API.
-ARCHITECTURES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Task]], nn.Module]] = {
-    "deeplab": build_deeplab_net,
-    **dict.fromkeys(LSB_ARCHITECTURES, build_lsb_study_net),
-}
-
-
-def build_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> nn.Module:
-    """The network of ``cfg.model.arch`` (default ``deeplab``, the ASTMT ``DenseMTLNet``)."""
-    arch = cfg["model"].get("arch", "deeplab")
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"model.arch={arch!r} is not one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](cfg, tasks)
+def build_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> MultiTaskNet:
+    """The network of ``cfg.model.arch`` for ``tasks``: its builder gets the ``model`` options,
+    the ``backbone`` group if it takes one, and the ``modulation`` options it takes (the LSB
+    networks configure their encoder in ``model`` and take neither group)."""
+    arch, _, _, options = split_model_config(cfg)
+    params = parameter_names(ARCHITECTURES.get(arch))
+    for group in NET_GROUPS:
+        if group in params:
+            options[group] = dict(to_plain(cfg[group]))
+    for key, value in dict(to_plain(cfg.get("modulation") or {})).items():
+        if key in params:
+            options[key] = value
+    channels = {t: task.out_channels for t, task in tasks.items()}
+    return ARCHITECTURES.build(arch, tasks=channels, **options)
 
 
 def build_weighting_from_config(
     cfg: Mapping[str, Any], tasks: Mapping[str, Task]
 ) -> WeightingStrategy:
     """The ``cfg.weighting`` strategy; ``fixed`` without ``weights`` uses each task's weight."""
-    options = dict(cfg.get("weighting") or {"name": "fixed"})
-    name = options.pop("name", "fixed")
+    options = dict(to_plain(cfg["weighting"]))
+    name = options.pop("name")
     if name == "fixed" and options.get("weights") is None:
         options["weights"] = {t: task.weight for t, task in tasks.items()}
     return build_weighting(name, list(tasks), **options)
@@ -119,28 +112,21 @@ def build_weighting_from_config(
 
 def build_module(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> pl.LightningModule:
     """The Lightning module of ``cfg.model.loop`` around a freshly built network."""
-    loop = cfg["model"].get("loop", "joint")
-    if loop not in LOOPS:
-        raise ValueError(f"model.loop={loop!r} is not one of {', '.join(LOOPS)}")
-    net = build_net(cfg, tasks)
-    common = dict(
-        net=net,
+    _, module, loop_options, _ = split_model_config(cfg)
+    adversarial = dict(to_plain(cfg.get("adversarial") or {}))
+    if module is JointModule:
+        if adversarial.get("enabled"):
+            raise ValueError("adversarial.enabled needs model.loop=single_tasking")
+    else:
+        loop_options["adversarial"] = adversarial
+    return module(
+        net=build_net(cfg, tasks),
         tasks=tasks,
-        optimizer=dict(cfg["optimizer"]),
+        optimizer=dict(to_plain(cfg["optimizer"])),
         config=to_plain(cfg),
         weighting=build_weighting_from_config(cfg, tasks),
-        max_bad_steps=int(cfg.get("max_bad_steps", 20)),
-    )
-    if loop == "joint":
-        if (cfg.get("adversarial") or {}).get("enabled"):
-            raise ValueError("adversarial.enabled needs model.loop=single_tasking")
-        return JointModule(**common)
-    return SingleTaskingModule(
-        **common,
-        schedule=cfg["model"].get("schedule", "per_task"),
-        task_order=cfg["model"].get("task_order"),
-        adversarial=dict(cfg.get("adversarial") or {}),
-        feature_channels=int(cfg["model"].get("decoder_width", 64)),
+        max_bad_steps=cfg["max_bad_steps"],
+        **loop_options,
     )
 
 
@@ -149,10 +135,17 @@ def build_datamodule(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> Multi
     return MultiTaskDataModule.from_config(dict(cfg["data"]), tasks)
 
 
-def build_trainer(cfg: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
-    """Trainer with the configured arguments, a crash-safe ``last.ckpt``, the loggers and the
-    tracking callbacks (learning rates, Δm, qualitative grids; see ``training/logging.py``)."""
-    targs = dict(cfg.get("trainer") or {})
+def build_trainer(
+    cfg: Mapping[str, Any],
+    output_dir: Path,
+    info: Mapping[str, Any],
+    baselines: Mapping | None = None,
+) -> pl.Trainer:
+    """Trainer with the configured arguments (checked against ``pl.Trainer``'s), a crash-safe
+    ``last.ckpt``, the loggers (``info``: the run info) and the tracking callbacks (learning
+    rates, Δm against ``baselines``, qualitative grids; see ``training/logging.py``)."""
+    targs = dict(to_plain(cfg["trainer"]))
+    check_kwargs(pl.Trainer, targs, "trainer")
     # last.ckpt after every training epoch, before validation: a crash later never costs the
     # epoch's training
     checkpoint = pl.callbacks.ModelCheckpoint(
@@ -161,33 +154,38 @@ def build_trainer(cfg: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
     )
     return pl.Trainer(
         default_root_dir=str(output_dir),
-        logger=build_loggers(cfg, output_dir),
-        callbacks=[checkpoint, *build_callbacks(cfg, output_dir)],
+        logger=build_loggers(cfg, output_dir, info),
+        callbacks=[checkpoint, *build_callbacks(cfg, output_dir, baselines)],
         plugins=[AtomicCheckpointIO()],
         **targs,
     )
 
 
 def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
-    """Train (and evaluate) one configured run; returns the ``metrics.json`` payload."""
+    """Train (and evaluate) one configured run; returns the ``metrics.json`` payload.
+
+    Everything the config names is built (and so checked) before the first batch: tasks, data
+    module, network, weighting, optimiser options, trainer, loggers."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(int(cfg.get("seed", 0)), workers=True)
+    load_plugins(cfg.get("plugins") or [])
+    pl.seed_everything(cfg["seed"], workers=True)
     # subnormal floats (e.g. in decays towards zero) slow CPU convolutions 10-100×; flushing
     # them changes results by < 1e-38 per value (no effect on GPUs)
     torch.set_flush_denormal(True)
     tasks = build_tasks(cfg)
-    baselines = load_baselines(to_plain(cfg.get("baselines")))
-    info = write_run_info(cfg, output_dir)
+    baselines = load_baselines(to_plain(cfg["baselines"]))
+    info = {**run_info(cfg), "run_dir": str(output_dir.resolve())}
+    write_run_info(output_dir, info)
     datamodule = build_datamodule(cfg, tasks)
-    if cfg.get("constant_baseline"):
+    if cfg["constant_baseline"]:
         return constant_baseline(cfg, tasks, datamodule, output_dir)
     module = build_module(cfg, tasks)
-    trainer = build_trainer(cfg, output_dir)
+    trainer = build_trainer(cfg, output_dir, info, baselines)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg["ckpt_path"])
     train_seconds = time.perf_counter() - start
-    if not cfg.get("evaluate", True):
+    if not cfg["evaluate"]:
         return {}
     if module.val_results_step != trainer.global_step:  # the last epoch did not validate
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -208,10 +206,10 @@ def constant_baseline(
     results = constant_predictor_results(
         datamodule.train_dataloader(), datamodule.val_dataloader(), tasks
     )
-    payload = {"name": "constant", "dataset": cfg["data"].get("name"), "tasks": results,
+    payload = {"name": "constant", "dataset": cfg["data"]["name"], "tasks": results,
                "config": to_plain(cfg)}
-    path = write_json_atomic(output_dir / "metrics.json", payload)
-    print(f"\nConstant predictor:\n{format_table(results, tasks)}\nWritten: {path}")
+    write_metrics(output_dir, payload)
+    print(run_summary(payload, output_dir))
     return payload
 
 
@@ -225,15 +223,15 @@ def finish(
     """Write ``metrics.json`` for a validated module and print the summary table."""
     results = module.val_results
     payload: dict[str, Any] = {
-        "name": cfg.get("name"),
-        "dataset": dict(cfg.get("data") or {}).get("name"),
+        "name": cfg["name"],
+        "dataset": cfg["data"]["name"],
         "tasks": results,
         "config": to_plain(cfg),
         **extra,
     }
     if baselines is not None:
         payload["delta_m"] = delta_m_of(results, baselines, module.tasks)
-    write_json_atomic(output_dir / "metrics.json", payload)
+    write_metrics(output_dir, payload)
     print(run_summary(payload, output_dir))
     return payload
 
@@ -247,6 +245,7 @@ def load_module(ckpt_path: str | Path) -> pl.LightningModule:
     cfg = ckpt.get("hyper_parameters", {}).get("config")
     if not cfg:
         raise ValueError(f"checkpoint {path} holds no densemtl config (hyper_parameters.config)")
+    load_plugins(cfg.get("plugins") or [])  # configs saved before plugins existed lack the key
     tasks = build_tasks(cfg)
     module = build_module(cfg, tasks)
     module.load_state_dict(ckpt["state_dict"])
@@ -256,13 +255,15 @@ def load_module(ckpt_path: str | Path) -> pl.LightningModule:
 def evaluate_checkpoint(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     """Validate the checkpoint ``cfg.ckpt_path`` on its run's dataset; writes ``metrics.json``."""
     output_dir = Path(output_dir)
+    load_plugins(cfg["plugins"])
     module = load_module(cfg["ckpt_path"])
     run_cfg = OmegaConf.merge(
-        OmegaConf.create(module.hparams["config"]), {"data": to_plain(cfg.get("data") or {})}
+        OmegaConf.create(module.hparams["config"]), {"data": to_plain(cfg["data"])}
     )
     datamodule = build_datamodule(run_cfg, module.tasks)
-    targs = {k: v for k, v in dict(cfg.get("trainer") or {}).items() if k != "max_epochs"}
+    targs = {k: v for k, v in dict(to_plain(cfg["trainer"])).items() if k != "max_epochs"}
+    check_kwargs(pl.Trainer, targs, "trainer")
     trainer = pl.Trainer(default_root_dir=str(output_dir), logger=False, **targs)
     trainer.validate(module, datamodule=datamodule, verbose=False)
-    baselines = load_baselines(cfg.get("baselines"))
+    baselines = load_baselines(to_plain(cfg["baselines"]))
     return finish(run_cfg, module, output_dir, baselines, checkpoint=str(cfg["ckpt_path"]))

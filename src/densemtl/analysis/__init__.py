@@ -31,23 +31,11 @@ from densemtl.analysis.se_activations import (
     task_similarity,
     tsne_embedding,
 )
-from densemtl.analysis.sweeps import (
-    CURVES,
-    Curve,
-    SweepRun,
-    format_last_values,
-    load_sweep,
-    plot_final_metrics,
-    primary_columns,
-    read_csv_history,
-)
+from densemtl.analysis.sweeps import format_last_values, plot_final_metrics, primary_columns
 
 __all__ = [
-    "CURVES",
-    "Curve",
     "LayerSimilarity",
     "PanelRow",
-    "SweepRun",
     "TaskGates",
     "ValidationBatch",
     "collect_block_features",
@@ -58,7 +46,6 @@ __all__ = [
     "format_last_values",
     "format_similarity_table",
     "layer_similarity",
-    "load_sweep",
     "network_of",
     "pca_rgb",
     "plot_final_metrics",
@@ -69,7 +56,6 @@ __all__ = [
     "predict",
     "primary_columns",
     "qualitative_panels",
-    "read_csv_history",
     "se_layers",
     "task_similarity",
     "tsne_embedding",

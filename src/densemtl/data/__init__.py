@@ -13,9 +13,6 @@ from densemtl.data.geometry import backproject, normals_from_depth
 from densemtl.data.synthetic import SyntheticScenes, render_scene, write_cache
 from densemtl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
-# the real benchmarks register themselves with the DataModule's dataset registry on import
-from densemtl.data import fsv, nyud, pascal_context, taskonomy  # noqa: E402, F401  isort: skip
-
 __all__ = [
     "DATASET_REGISTRY",
     "IMAGENET_MEAN",

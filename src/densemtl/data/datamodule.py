@@ -1,6 +1,7 @@
 """The LightningDataModule: a dataset chosen by name, wrapped with the augmentation pipelines.
 
-Datasets register a builder under a name (``register_dataset``), the way tasks do; a builder is
+Datasets register a builder under a name (``@register_dataset("name")``, in any module of
+``densemtl.data`` or a plugin: the registry finds them); a builder is
 called as ``builder(split=..., tasks=[label keys], **dataset_kwargs)`` and returns a map-style
 dataset of numpy samples ``{"image", <label key>..., "meta"}``.
 """
@@ -14,7 +15,6 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from densemtl.data.synthetic import SyntheticScenes
 from densemtl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -22,41 +22,21 @@ from densemtl.data.transforms import (
     Sample,
     build_transforms,
 )
+from densemtl.registry import Registry, check_kwargs
 from densemtl.tasks.base import Task
 
 DatasetBuilder = Callable[..., Dataset]
 
-DATASET_REGISTRY: dict[str, DatasetBuilder] = {}
+#: every dataset, by name; discovered from the modules of ``densemtl.data`` and the plugins.
+DATASET_REGISTRY: Registry[DatasetBuilder] = Registry("dataset", "data", ["densemtl.data"])
 
-
-def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
-    """Decorator: make a dataset builder available to the DataModule under ``name``."""
-
-    def decorate(builder: DatasetBuilder) -> DatasetBuilder:
-        if name in DATASET_REGISTRY:
-            raise ValueError(f"dataset name {name!r} registered twice")
-        DATASET_REGISTRY[name] = builder
-        return builder
-
-    return decorate
+#: ``@register_dataset("name")``: make a dataset builder available to the DataModule.
+register_dataset = DATASET_REGISTRY.register
 
 
 def build_dataset(name: str, split: str, tasks: Sequence[str], **kwargs: Any) -> Dataset:
     """Build ``split`` of dataset ``name`` with labels ``tasks``; unknown names list valid ones."""
-    if name not in DATASET_REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; valid datasets: "
-                       f"{', '.join(sorted(DATASET_REGISTRY))}")
-    return DATASET_REGISTRY[name](split=split, tasks=list(tasks), **kwargs)
-
-
-@register_dataset("synthetic")
-def build_synthetic(split: str, tasks: Sequence[str], **kwargs: Any) -> Dataset:
-    """The embedded synthetic scenes (cached on first use).
-
-    ``kwargs`` are :class:`SyntheticScenes` arguments: ``root``, ``n``, ``size``, ``seed``,
-    ``val_fraction``, ``extras``, ``workers``, ``progress``.
-    """
-    return SyntheticScenes(split=split, tasks=list(tasks), **kwargs)
+    return DATASET_REGISTRY.build(name, split=split, tasks=list(tasks), **kwargs)
 
 
 class TransformedDataset(Dataset):
@@ -133,9 +113,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         super().__init__()
         if not tasks:
             raise ValueError("tasks is empty: the DataModule needs at least one task")
-        if dataset not in DATASET_REGISTRY:
-            raise KeyError(f"unknown dataset {dataset!r}; valid datasets: "
-                           f"{', '.join(sorted(DATASET_REGISTRY))}")
+        DATASET_REGISTRY.check(dataset, dict(dataset_kwargs or {}), skip=("split", "tasks"))
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
             raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, "
                              f"val_batch_size={val_batch_size}")
@@ -184,7 +162,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         cfg = dict(cfg)
         if "name" not in cfg:
             raise KeyError(f"data config needs 'name' (one of "
-                           f"{', '.join(sorted(DATASET_REGISTRY))}); got keys {sorted(cfg)}")
+                           f"{', '.join(DATASET_REGISTRY.names())}); got keys {sorted(cfg)}")
         name = cfg.pop("name")
         cfg.pop("task_args", None)
         augment = dict(cfg.pop("augment", None) or {})
@@ -202,6 +180,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
             loader["crop_size"] = tuple(loader["crop_size"])
         if isinstance(loader.get("val_pad_to"), Sequence):
             loader["val_pad_to"] = tuple(loader["val_pad_to"])
+        check_kwargs(cls, {**loader, **augment}, "data")
         return cls(tasks, dataset=name, dataset_kwargs=cfg, **loader, **augment)
 
     @property

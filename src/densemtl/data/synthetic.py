@@ -67,6 +67,7 @@ import numpy as np
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from densemtl.data.datamodule import register_dataset
 from densemtl.data.geometry import pixel_rays
 
 VERSION = 1
@@ -1037,6 +1038,7 @@ def _fill(stores: dict[str, np.ndarray], results: Iterator[tuple[int, dict]], ba
 # ---------------------------------------------------------------------------------------------
 # dataset
 # ---------------------------------------------------------------------------------------------
+@register_dataset("synthetic")
 class SyntheticScenes(Dataset):
     """A split of the cached synthetic scenes as numpy samples (the cache is made on first use).
 

@@ -1,6 +1,7 @@
 """Models: timm backbones, task conditioning, DeepLab-v3+ / UberNet decoders, heads, the net."""
 
 from .backbones import BACKBONES, Backbone, BlockSlots, build_backbone, load_state_dict_file
+from .base import ARCHITECTURES, MultiTaskNet
 from .conditioning import (
     PerTaskModule,
     TaskAdapter,
@@ -14,6 +15,7 @@ from .heads import TaskHeads
 from .net import DenseMTLNet
 
 __all__ = [
+    "ARCHITECTURES",
     "ASPP",
     "BACKBONES",
     "Backbone",
@@ -21,6 +23,7 @@ __all__ = [
     "ConvBlock",
     "DeepLabV3PlusDecoder",
     "DenseMTLNet",
+    "MultiTaskNet",
     "PerTaskModule",
     "TaskAdapter",
     "TaskBatchNorm2d",

@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from timm.layers import SEModule
 from timm.models.resnet import Bottleneck, ResNet
 from torch import Tensor, nn
+
+from densemtl.registry import Registry
 
 __all__ = [
     "BACKBONES",
@@ -284,19 +287,18 @@ def build_mobilenetv2(
     return MobileNetV2Backbone(model, output_stride)
 
 
-BACKBONES: dict[str, Callable[..., Backbone]] = {
-    **{name: partial(build_seresnet, depths) for name, depths in SERESNET_DEPTHS.items()},
-    "mobilenetv2": build_mobilenetv2,
-}
+#: every backbone, by ``backbone.name``; discovered from the modules of ``densemtl.models``.
+BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone", "backbone", ["densemtl.models"])
+for _name, _depths in SERESNET_DEPTHS.items():
+    BACKBONES.register(_name)(partial(build_seresnet, _depths))
+BACKBONES.register("mobilenetv2")(build_mobilenetv2)
 
 
-def build_backbone(name: str = "seresnet26", **options) -> Backbone:
-    """Build a backbone by registry name; ``options`` go to its builder.
+def build_backbone(name: str = "seresnet26", **options: Any) -> Backbone:
+    """Build a backbone by registry name; ``options`` (checked against its builder) go to it.
 
     SE-ResNet options: ``output_stride``, ``channels``, ``stem_width``, ``pretrained_path``,
     ``zero_init_last``, ``squeeze_excite``. MobileNet-V2 options: ``output_stride``, ``width``,
     ``squeeze_excite``, ``pretrained_path``.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
-    return BACKBONES[name](**options)
+    return BACKBONES.build(name, **options)

@@ -8,16 +8,15 @@ stride-32 output) and one decoder type (12 3×3 convs with ReLU, 5 bilinear ×2 
 * ``lsb_cross_stitch``: one encoder column per task, a cross-stitch unit mixing the column
   outputs (x_k^in = Σ_j α_kj x_j^out), one decoder per task.
 
-They expose the ``DenseMTLNet`` API (``forward(images, tasks)``, ``features``,
-``shared_representation``, ``shared_parameters()``, ``task_parameters(t)``,
-``last_shared_parameters()``), so the training loops and weighting strategies drive them unchanged.
+They implement the network contract (:class:`densemtl.models.base.MultiTaskNet`), so the training
+loops and weighting strategies drive them unchanged.
 """
 
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import timm
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import MOBILENETV2_WIDTHS
-from .net import check_task_channels, select_tasks
+from .base import ARCHITECTURES, MultiTaskNet
 
 __all__ = [
     "LSB_ARCHITECTURES",
@@ -36,13 +35,13 @@ __all__ = [
     "FullSharingNet",
     "LsbDecoder",
     "LsbEncoder",
-    "LsbNet",
     "MultiDecoderNet",
     "build_lsb_net",
     "cross_stitch_init",
 ]
 
 LSB_ENCODERS = ("mobilenetv2", "pnasnet")
+LSB_ARCHITECTURES = ("lsb_full_sharing", "lsb_multi_decoder", "lsb_cross_stitch")
 DECODER_LEVELS = 6  # input stride 32, then 5 ×2 upsamplings back to stride 1
 CONVS_PER_LEVEL = 2  # 6 levels × 2 = the 12 convs of supplement Fig. S-1
 
@@ -190,60 +189,7 @@ class CrossStitchUnit(nn.Module):
         return torch.einsum("kj,jbchw->kbchw", self.alpha, columns)
 
 
-class LsbNet(nn.Module, ABC):
-    """What the three LSB architectures share: task checks, resizing, parameter bookkeeping.
-
-    Subclasses build their modules, implement ``_predict`` (outputs at the decoder resolution,
-    setting ``features`` and ``shared_representation``), ``task_modules`` and
-    ``last_shared_parameters``.
-    """
-
-    def __init__(self, tasks: Mapping[str, int]) -> None:
-        super().__init__()
-        self.tasks = check_task_channels(tasks)
-        self.channels = dict(tasks)
-        #: after each forward: the tensor each task's own part (decoder or channel split) read.
-        self.features: dict[str, Tensor] = {}
-        #: after each forward: the shared output the task-specific parts consumed, or None.
-        self.shared_representation: Tensor | dict[str, Tensor] | None = None
-
-    def forward(self, images: Tensor, tasks: Sequence[str] | None = None) -> dict[str, Tensor]:
-        """Predictions at the input resolution for ``tasks`` (default: all), keyed by task."""
-        tasks = select_tasks(tasks, self.tasks)
-        self.shared_representation = None
-        outputs = self._predict(images, tasks)
-        size = images.shape[2:]
-        return {
-            t: y
-            if y.shape[2:] == size
-            else F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            for t, y in outputs.items()
-        }
-
-    @abstractmethod
-    def _predict(self, images: Tensor, tasks: tuple[str, ...]) -> dict[str, Tensor]:
-        """Per-task outputs at the decoder's resolution."""
-
-    @abstractmethod
-    def task_modules(self, task: str) -> list[nn.Module]:
-        """Modules only ``task`` uses."""
-
-    @abstractmethod
-    def last_shared_parameters(self) -> list[nn.Parameter]:
-        """Weights of the last layer every task's loss reaches (GradNorm's W)."""
-
-    def task_parameters(self, task: str) -> list[nn.Parameter]:
-        """Parameters used only by ``task`` (its decoder; none under full sharing)."""
-        select_tasks((task,), self.tasks)
-        return [p for m in self.task_modules(task) for p in m.parameters()]
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters every task uses (the complement of all tasks' ``task_parameters``)."""
-        task_ids = {id(p) for t in self.tasks for p in self.task_parameters(t)}
-        return [p for p in self.parameters() if id(p) not in task_ids]
-
-
-class FullSharingNet(LsbNet):
+class FullSharingNet(MultiTaskNet):
     """One encoder and one decoder whose c₀ = Σ C_t output channels are split per task.
 
     ``shared_representation`` is the decoder output before the split (everything up to it is
@@ -251,12 +197,16 @@ class FullSharingNet(LsbNet):
     shared layer is the decoder's second-to-last conv, the last one every loss reaches whole.
     """
 
+    per_task_features = False
+    feature_width = 0  # set in __init__
+
     def __init__(
         self, tasks: Mapping[str, int], encoder: LsbEncoder, decoder_width: int = 512
     ) -> None:
         super().__init__(tasks)
         self.encoder = encoder
         self.decoder = LsbDecoder(encoder.out_channels, sum(self.channels.values()), decoder_width)
+        self.feature_width = sum(self.channels.values())  # features: the decoder's c₀ outputs
 
     def _predict(self, images: Tensor, tasks: tuple[str, ...]) -> dict[str, Tensor]:
         out = self.decoder(self.encoder(images))
@@ -272,7 +222,7 @@ class FullSharingNet(LsbNet):
         return [self.decoder.convs[-2].weight]
 
 
-class MultiDecoderNet(LsbNet):
+class MultiDecoderNet(MultiTaskNet):
     """One shared encoder, one decoder per task.
 
     ``shared_representation`` is the encoder output as one view per task (``{task: z_t}``, each
@@ -281,11 +231,15 @@ class MultiDecoderNet(LsbNet):
     them. GradNorm's last shared layer is the encoder's last conv.
     """
 
+    per_task_features = False  # views of the one shared encoder output
+    feature_width = 0  # set in __init__
+
     def __init__(
         self, tasks: Mapping[str, int], encoder: LsbEncoder, decoder_width: int = 512
     ) -> None:
         super().__init__(tasks)
         self.encoder = encoder
+        self.feature_width = encoder.out_channels
         self.decoders = nn.ModuleDict(
             {t: LsbDecoder(encoder.out_channels, c, decoder_width) for t, c in tasks.items()}
         )
@@ -303,13 +257,16 @@ class MultiDecoderNet(LsbNet):
         return [self.encoder.last_layer_weight()]
 
 
-class CrossStitchNet(LsbNet):
+class CrossStitchNet(MultiTaskNet):
     """Multi-column network: one encoder per task, a cross-stitch unit, one decoder per task.
 
     Every column feeds every task through α, so the encoders and α are shared parameters and
     only the decoders are task-specific; no single tensor separates shared from task-specific
     modules, so ``shared_representation`` is None. GradNorm's last shared layer is α.
     """
+
+    per_task_features = True  # each task's own mix of the columns
+    feature_width = 0  # set in __init__
 
     def __init__(
         self,
@@ -325,7 +282,7 @@ class CrossStitchNet(LsbNet):
         widths = {e.out_channels for e in encoders.values()}
         if len(widths) != 1:
             raise ValueError(f"cross-stitch columns must have equal widths, got {sorted(widths)}")
-        width = widths.pop()
+        width = self.feature_width = widths.pop()
         self.stitch = CrossStitchUnit(len(self.tasks), stitch_init)
         self.decoders = nn.ModuleDict(
             {t: LsbDecoder(width, c, decoder_width) for t, c in tasks.items()}
@@ -344,13 +301,6 @@ class CrossStitchNet(LsbNet):
         return [self.stitch.alpha]
 
 
-LSB_ARCHITECTURES: dict[str, type[LsbNet]] = {
-    "lsb_full_sharing": FullSharingNet,
-    "lsb_multi_decoder": MultiDecoderNet,
-    "lsb_cross_stitch": CrossStitchNet,
-}
-
-
 def build_lsb_net(
     arch: str,
     tasks: Mapping[str, int],
@@ -359,19 +309,22 @@ def build_lsb_net(
     decoder_width: int = 512,
     pretrained_path: str | os.PathLike | None = None,
     stitch_init: Sequence[float] | None = None,
-) -> LsbNet:
+) -> MultiTaskNet:
     """An LSB architecture by name for ``tasks`` (name -> output channels).
 
     Paper size: ``encoder_width=1.0`` (timm ``mobilenetv2_100``) or ``encoder="pnasnet"``
     (``pnasnet5large``), ``decoder_width=512``; CPU work uses narrow widths. ``stitch_init``
     applies to the cross-stitch network only (see ``cross_stitch_init``).
     """
-    if arch not in LSB_ARCHITECTURES:
-        raise ValueError(f"model.arch={arch!r} is not one of {', '.join(LSB_ARCHITECTURES)}")
     if stitch_init is not None and arch != "lsb_cross_stitch":
         raise ValueError(f"model.stitch_init applies to lsb_cross_stitch only, not {arch!r}")
     enc = dict(encoder=encoder, width=encoder_width, pretrained_path=pretrained_path)
     if arch == "lsb_cross_stitch":
         columns = {t: LsbEncoder(**enc) for t in tasks}
         return CrossStitchNet(tasks, columns, decoder_width, stitch_init)
-    return LSB_ARCHITECTURES[arch](tasks, LsbEncoder(**enc), decoder_width)
+    single_encoder = {"lsb_full_sharing": FullSharingNet, "lsb_multi_decoder": MultiDecoderNet}
+    return single_encoder[arch](tasks, LsbEncoder(**enc), decoder_width)
+
+
+for _arch in LSB_ARCHITECTURES:
+    ARCHITECTURES.register(_arch)(partial(build_lsb_net, _arch))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import Backbone, build_backbone
+from .base import ARCHITECTURES, MultiTaskNet
 from .conditioning import PerTaskModule, TaskRouter, condition_blocks
 from .deeplab import DeepLabV3PlusDecoder, UberNetDecoder
 from .heads import TaskHeads
@@ -18,7 +18,6 @@ __all__ = [
     "EXECUTIONS",
     "SE_CHOICES",
     "DenseMTLNet",
-    "select_tasks",
 ]
 
 SE_CHOICES = ("none", "decoder", "encoder_decoder")
@@ -27,34 +26,14 @@ EXECUTIONS = ("sequential", "stacked", "shared_encoder")
 DECODER_EXECUTIONS = ("stacked", "sequential")
 
 
-def select_tasks(tasks: Sequence[str] | str | None, known: tuple[str, ...]) -> tuple[str, ...]:
-    """The requested task names (None: all ``known``), checked to be distinct and known."""
-    if tasks is None:
-        return known
-    tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
-    unknown = [t for t in tasks if t not in known]
-    if unknown or not tasks or len(set(tasks)) != len(tasks):
-        raise ValueError(f"forward needs distinct task names from {list(known)}, got {list(tasks)}")
-    return tasks
-
-
-def check_task_channels(tasks: Mapping[str, int]) -> tuple[str, ...]:
-    """Task names of a ``name -> output channels`` mapping, checked non-empty and positive."""
-    if not tasks:
-        raise ValueError("tasks must name at least one task (name -> output channels)")
-    bad = {t: c for t, c in tasks.items() if not isinstance(c, int) or c < 1}
-    if bad:
-        raise ValueError(f"task output channels must be positive integers, got {bad}")
-    return tuple(tasks)
-
-
 def _choice(kind: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
     return value
 
 
-class DenseMTLNet(nn.Module):
+@ARCHITECTURES.register("deeplab")
+class DenseMTLNet(MultiTaskNet):
     """Multi-task dense prediction network; single-tasking with task attention when conditioned.
 
     Without conditioning (``se="none"``, no adapters, no per-task BN) it is the multi-task
@@ -96,8 +75,7 @@ class DenseMTLNet(nn.Module):
         execution: str = "sequential",
         decoder_execution: str = "stacked",
     ) -> None:
-        super().__init__()
-        self.tasks = check_task_channels(tasks)
+        super().__init__(tasks)
         self.decoder_kind = _choice("decoder", decoder, DECODERS)
         self.se = _choice("se", se, SE_CHOICES)
         self.execution = _choice("execution", execution, EXECUTIONS)
@@ -160,11 +138,21 @@ class DenseMTLNet(nn.Module):
             self.decoder = UberNetDecoder(b.low_channels, b.high_channels, dict(tasks))
             head_in = {t: 2 * c for t, c in tasks.items()}
         self.heads = TaskHeads(head_in, tasks)
-        self.features: dict[str, Tensor] = {}
-        self.shared_representation: tuple[Tensor, ...] | dict[str, Tensor] | None = None
+        self.head_inputs = head_in
+        self.per_task_features = decoder == "ubernet" or self.decoder_conditioned
 
-    def _check_tasks(self, tasks: Sequence[str] | None) -> tuple[str, ...]:
-        return select_tasks(tasks, self.tasks)
+    @property
+    def feature_width(self) -> int:
+        """The decoder width (DeepLab), or each UberNet branch's 2·C_t when they all agree."""
+        if isinstance(self.head_inputs, int):
+            return self.head_inputs
+        widths = set(self.head_inputs.values())
+        if len(widths) != 1:
+            raise ValueError(
+                f"the UberNet decoder's features differ in width per task ({self.head_inputs}): "
+                "no single feature width (e.g. for the adversarial discriminator)"
+            )
+        return widths.pop()
 
     def _decode(
         self, low: Tensor, high: Tensor, tasks: tuple[str, ...], stacked: bool = False
@@ -189,10 +177,8 @@ class DenseMTLNet(nn.Module):
                 features.update(self._decode(*encode(), (task,)))
         return features
 
-    def forward(self, images: Tensor, tasks: Sequence[str] | None = None) -> dict[str, Tensor]:
-        """Predictions at the input resolution for ``tasks`` (default: all), keyed by task."""
-        tasks = self._check_tasks(tasks)
-        self.shared_representation = None
+    def _predict(self, images: Tensor, tasks: tuple[str, ...]) -> dict[str, Tensor]:
+        """Head outputs at the decoder's stride for ``tasks``."""
 
         def repeat(x: Tensor) -> Tensor:
             return x.repeat(len(tasks), 1, 1, 1)
@@ -220,26 +206,11 @@ class DenseMTLNet(nn.Module):
                 with self.router.route(tasks):
                     features = self._decode(*map(repeat, encoded), tasks, stacked=True)
         self.features = features
-        size = images.shape[2:]
-        return {
-            t: F.interpolate(self.heads(f, t), size=size, mode="bilinear", align_corners=False)
-            for t, f in features.items()
-        }
+        return {t: self.heads(f, t) for t, f in features.items()}
 
-    def task_parameters(self, task: str) -> list[nn.Parameter]:
-        """Parameters used only by ``task``: its SE / BN / adapter copies, decoder branch, head."""
-        self._check_tasks((task,))
-        seen: dict[int, nn.Parameter] = {}
-        for module in self.modules():
-            if isinstance(module, PerTaskModule):
-                for p in module.per_task[task].parameters():
-                    seen.setdefault(id(p), p)
-        return list(seen.values())
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters every task uses (the complement of all tasks' ``task_parameters``)."""
-        task_ids = {id(p) for t in self.tasks for p in self.task_parameters(t)}
-        return [p for p in self.parameters() if id(p) not in task_ids]
+    def task_modules(self, task: str) -> list[nn.Module]:
+        """``task``'s SE / BN / adapter copies, decoder branch and head."""
+        return [m.per_task[task] for m in self.modules() if isinstance(m, PerTaskModule)]
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """Weights of the last shared layer (GradNorm's W): the DeepLab decoder's last conv, or

@@ -1,7 +1,7 @@
 """Single-task reference numbers from the papers (ASTMT Tables 3–6, ATRC Table G-1), as data.
 
 One JSON file per table row: ``{"source": table/row, "backbone", "note"?, "tasks": {task:
-{metric: value}}}`` — the format ``densemtl.results.load_baselines`` reads, so Δm against a
+{metric: value}}}`` — the format ``densemtl.runs.load_baselines`` reads, so Δm against a
 paper's baseline is one flag: ``baselines=reference:astmt_pascal_r26``.
 Metric names are the suite's (``odsF``, ``mIoU``, ``mean``, ``rmse``); where the paper's metric
 differs from a task's default, the file's ``note`` says so (e.g. the ASTMT PASCAL saliency

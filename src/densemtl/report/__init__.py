@@ -4,7 +4,7 @@ one self-contained HTML page.
     write_report(["multirun/weighting_x_seeds/..."], "report/")
 
 Runs are pooled over seeds (same configuration but the seed), Δm is taken against the single-task
-runs found among them or a baselines file; see :mod:`densemtl.report.runs`.
+runs found among them or a baselines file; see :mod:`densemtl.report.groups`.
 """
 
 from __future__ import annotations
@@ -16,18 +16,11 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from densemtl.report.groups import RunGroup, attach_delta_m, group_runs, mean_std
 from densemtl.report.html import render_html
 from densemtl.report.plots import plot_delta_m_resources, plot_training_curves
-from densemtl.report.runs import (
-    RunGroup,
-    attach_delta_m,
-    group_runs,
-    incomplete_runs,
-    load_runs,
-    mean_std,
-)
 from densemtl.report.tables import Section, Table, baselines_table, overview_table, task_tables
-from densemtl.results import write_json_atomic
+from densemtl.runs import incomplete_runs, load_runs, write_json_atomic
 
 __all__ = ["ReportFiles", "SweepSummary", "build_sections", "summarize", "write_report"]
 
@@ -83,7 +76,7 @@ def build_sections(
     if cost:
         sections.append(Section("Δm against parameters and multiply-adds", images=[cost]))
     runs = Table("Run directories", ["configuration", "seed", "directory"],
-                 [[g.label, str(r.record.seed), str(r.path)] for g in groups for r in g.runs])
+                 [[g.label, str(r.seed), str(r.path)] for g in groups for r in g.runs])
     missing = [f"Without results (crashed or running): {p}" for p in incomplete]
     sections.append(Section("Runs", [runs], text=missing))
     return sections

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from densemtl.report.groups import RunGroup, attach_delta_m, group_runs
 from densemtl.report.ranks import higher_is_better
-from densemtl.report.runs import Run, RunGroup, attach_delta_m, group_runs, load_runs
-from densemtl.tasks import TASK_REGISTRY
+from densemtl.runs import RunRecord, load_runs
+from densemtl.runs.summary import primary_metrics
 
 __all__ = ["GridChoice", "best_weights", "main", "run_weights", "write_weighting_config"]
 
@@ -41,9 +42,9 @@ class GridChoice:
     runs: list[Path]
 
 
-def run_weights(run: Run) -> dict[str, float]:
+def run_weights(run: RunRecord) -> dict[str, float]:
     """Task -> loss weight of a ``weighting=fixed`` run with explicit ``weighting.weights``."""
-    weighting = run.record.config.get("weighting") or {}
+    weighting = run.config.get("weighting") or {}
     weights = weighting.get("weights")
     if weighting.get("name") != "fixed" or weights is None:
         raise ValueError(f"run {run.path} is not a grid-search run: it needs weighting.name=fixed "
@@ -57,7 +58,7 @@ def run_weights(run: Run) -> dict[str, float]:
 
 
 def _is_grid_group(group: RunGroup) -> bool:
-    weighting = group.runs[0].record.config.get("weighting") or {}
+    weighting = group.runs[0].config.get("weighting") or {}
     return weighting.get("name") == "fixed" and weighting.get("weights") is not None
 
 
@@ -126,7 +127,7 @@ def _best_single_task(grid: Sequence[RunGroup]) -> GridChoice:
         raise ValueError("no single-task weighting=fixed runs with explicit weights found")
     weights, runs, notes = {}, [], []
     for task, groups in by_task.items():
-        primary = TASK_REGISTRY[task].primary_metrics
+        primary = primary_metrics(task)
         if not primary:
             raise ValueError(f"task {task!r} has no primary metric to choose its weight by")
         metric, higher = next(iter(primary.items()))

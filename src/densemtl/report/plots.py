@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from densemtl.report.runs import RunGroup
+from densemtl.report.groups import RunGroup
 from densemtl.resources import plot_delta_m_points
 
 #: rows of the training-curves figure: curve kind (``analysis.sweeps.CURVES``) → axis label
@@ -18,7 +18,7 @@ CURVE_ROWS = {"weight": "task weight w", "scale": "loss scale w·L"}
 def epoch_mean_curve(group: RunGroup, kind: str, task: str) -> tuple[np.ndarray, ...] | None:
     """Epochs, mean and std over the group's runs of one task's curve (epochs all runs logged);
     None if no run logged it."""
-    curves = [c[task] for c in (r.record.curves(kind) for r in group.runs) if task in c]
+    curves = [c[task] for c in (r.curves(kind) for r in group.runs) if task in c]
     if not curves:
         return None
     epochs = sorted(set.intersection(*(set(c.epoch.tolist()) for c in curves)))

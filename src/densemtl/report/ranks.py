@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from densemtl.report.runs import RunGroup, group_runs, load_runs
-from densemtl.tasks import TASK_REGISTRY
+from densemtl.report.groups import RunGroup, group_runs
+from densemtl.runs import load_runs
+from densemtl.runs.summary import primary_metrics
 
 __all__ = ["LSB_METRICS", "RankTable", "RankedRow", "higher_is_better", "main", "rank_columns",
            "rank_table"]
@@ -42,7 +43,7 @@ METRIC_DIRECTIONS: dict[str, bool] = {
 
 def higher_is_better(task: str, metric: str) -> bool:
     """Whether a larger ``metric`` of ``task`` is better (task's primary metrics first)."""
-    primary = TASK_REGISTRY[task].primary_metrics if task in TASK_REGISTRY else {}
+    primary = primary_metrics(task)
     if metric in primary:
         return primary[metric]
     if metric in METRIC_DIRECTIONS:
@@ -136,7 +137,7 @@ def rank_table(
                          f"{sorted({tuple(g.tasks) for g in groups})}")
     if metrics is None:
         metrics = LSB_METRICS if set(tasks) == set(LSB_METRICS) else {
-            t: dict(TASK_REGISTRY[t].primary_metrics) for t in tasks}
+            t: primary_metrics(t) for t in tasks}
     columns = [(t, m, bool(h)) for t, ms in metrics.items() for m, h in ms.items()]
     missing = sorted({f"{t}/{m}" for g in groups for r in g.runs for t, m, _ in columns
                       if m not in r.results.get(t, {})})
@@ -146,7 +147,7 @@ def rank_table(
     runs = [(g.label, r) for g in groups for r in g.runs]
     values = np.array([[r.results[t][m] for t, m, _ in columns] for _, r in runs])
     ranks = rank_columns(values, higher)
-    trials = [RankedRow(label, r.record.seed, v.tolist(), k.tolist())
+    trials = [RankedRow(label, r.seed, v.tolist(), k.tolist())
               for (label, r), v, k in zip(runs, values, ranks)]
     mean_rank = {g.label: float(np.mean([t.average_rank for t in trials if t.algorithm == g.label]))
                  for g in groups}

@@ -1,15 +1,13 @@
-"""Report tables (one structure, rendered to Markdown and HTML) and the end-of-run summary."""
+"""Report tables (one structure, rendered to Markdown and HTML)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from densemtl.report.runs import RunGroup, mean_std
-from densemtl.tasks import TASK_REGISTRY
+from densemtl.report.groups import RunGroup, mean_std
+from densemtl.runs.summary import arrow, fmt, primary_metrics
 
 #: Δm conventions: ATRC quotes a gain (higher is better), ASTMT a drop (= −gain, lower is better)
 DELTA_M_HEADERS = {"gain": "Δm gain (%) ↑", "drop": "Δm drop (%) ↓"}
@@ -48,20 +46,6 @@ class Section:
         parts = [f"## {self.heading}"] + [t.to_markdown() for t in self.tables]
         parts += [f"![{p.stem}]({p.relative_to(relative_to)})" for p in self.images]
         return "\n\n".join(parts + self.text)
-
-
-def fmt(mean: float, std: float = 0.0, n: int = 1, digits: int = 4) -> str:
-    """``mean ± std`` with ``digits`` significant digits; the ± part only for more than one run."""
-    if n == 0 or math.isnan(mean):
-        return "—"
-    text = f"{mean:.{digits}g}"
-    return f"{text} ± {std:.2g}" if n > 1 else text
-
-
-def arrow(task: str, metric: str) -> str:
-    """↑ / ↓ for a task's primary metrics (higher / lower is better), '' otherwise."""
-    primary = TASK_REGISTRY[task].primary_metrics if task in TASK_REGISTRY else {}
-    return {True: " ↑", False: " ↓"}.get(primary.get(metric), "")
 
 
 def delta_m_cell(group: RunGroup, convention: str) -> str:
@@ -109,7 +93,7 @@ def task_tables(groups: Sequence[RunGroup]) -> list[Table]:
     for task in tasks:
         having = [g for g in groups if task in g.tasks]
         metrics = list(dict.fromkeys(m for g in having for r in g.runs for m in r.results[task]))
-        primary = TASK_REGISTRY[task].primary_metrics if task in TASK_REGISTRY else {}
+        primary = primary_metrics(task)
         metrics = [m for m in metrics if m in primary] + [m for m in metrics if m not in primary]
         header = ["configuration", *[f"{m}{arrow(task, m)}" for m in metrics]]
         rows = [[g.label, *[fmt(*g.stats(task, m)) for m in metrics]] for g in having]
@@ -128,41 +112,3 @@ def baselines_table(groups: Sequence[RunGroup]) -> Table | None:
         cells = [f"{m}{arrow(task, m)} = {fmt(*g.stats(task, m))}" for m in g.runs[0].results[task]]
         rows.append([task, g.label, str(len(g.runs)), "; ".join(cells)])
     return Table("Single-task baselines", ["task", "configuration", "runs", "metrics"], rows)
-
-
-def run_summary(payload: Mapping[str, Any], run_dir: str | Path) -> str:
-    """The console summary at the end of a run: metrics per task (primary first, ↑/↓), Δm,
-    cost, and where every result file was written."""
-    run_dir = Path(run_dir)
-    info = payload.get("run") or {}
-    head = " · ".join(str(x) for x in (
-        payload.get("dataset"), info.get("architecture"),
-        info.get("weighting") and f"weighting {info['weighting']}",
-        info.get("seed") is not None and f"seed {info['seed']}") if x)
-    lines = [f"\nResults ({payload.get('name')}){f' — {head}' if head else ''}"]
-    for task, values in payload["tasks"].items():
-        primary = TASK_REGISTRY[task].primary_metrics if task in TASK_REGISTRY else {}
-        keys = [k for k in values if k in primary] + [k for k in values if k not in primary]
-        cells = "  ".join(f"{k}{arrow(task, k).strip()} {fmt(values[k])}" for k in keys)
-        lines.append(f"  {task:<14s}{cells}")
-    if payload.get("delta_m"):
-        d = payload["delta_m"]
-        drop, gain = d["delta_m_drop"], d["delta_m_gain"]
-        lines.append(f"  {'Δm':<14s}drop {drop:.2f} %  (gain {gain:+.2f} %)")
-    cost = []
-    if payload.get("train_seconds") is not None:
-        cost.append(f"trained {payload['train_seconds']:.1f} s")
-    res = payload.get("resources") or {}
-    if res:
-        cost.append(f"{res['parameters']['total'] / 1e6:.2f} M parameters")
-        cost.append(f"{res['multiply_adds']['all_tasks'] / 1e9:.3f} G multiply-adds "
-                    f"({res['image_size']}×{res['image_size']})")
-    if cost:
-        lines.append(f"  {'cost':<14s}{' · '.join(cost)}")
-    files = ["metrics.json", "metrics.csv", "run_info.json", "checkpoints/last.ckpt",
-             "qualitative/", "tensorboard/"]
-    written = [f for f in files if (run_dir / f.rstrip("/")).exists()]
-    lines.append(f"Written to {run_dir}: {'  '.join(written)}")
-    for wandb_run in sorted((run_dir / "wandb").glob("offline-run-*")):
-        lines.append(f"  wandb offline run; upload with: wandb sync {wandb_run}")
-    return "\n".join(lines)

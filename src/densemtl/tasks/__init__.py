@@ -1,18 +1,5 @@
-"""Task library: one module per task; importing this package fills ``TASK_REGISTRY``."""
+"""Task library: one module per task, each found by ``TASK_REGISTRY``'s discovery."""
 
-from densemtl.tasks import (  # noqa: F401  (imported for their @register_task side effect)
-    albedo,
-    depth,
-    edge,
-    human_parts,
-    lsb_depth,
-    lsb_extras,
-    lsb_normals,
-    lsb_semseg,
-    normals,
-    sal,
-    semseg,
-)
-from densemtl.tasks.base import TASK_REGISTRY, Task, build_task, register_task
+from densemtl.tasks.base import TASK_REGISTRY, Task, build_task, build_tasks, register_task
 
-__all__ = ["TASK_REGISTRY", "Task", "build_task", "register_task"]
+__all__ = ["TASK_REGISTRY", "Task", "build_task", "build_tasks", "register_task"]

@@ -2,7 +2,8 @@
 
 A task is one object (DESIGN principle 1): output channels, loss, metrics, decoding, the rules for
 how flips / rotations / rescaling change its labels, its ignore value and its colour map all live
-in its own file under ``densemtl/tasks/``. Adding a task = one file + ``@register_task``.
+in its own file under ``densemtl/tasks/``. Adding a task = one file (found by the registry's
+discovery) with a ``@register_task`` class + its entry in a ``conf/tasks/`` set.
 
 Label conventions (shared by datasets, transforms, losses and metrics):
 
@@ -16,12 +17,15 @@ Label conventions (shared by datasets, transforms, losses and metrics):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+
+from densemtl.registry import Registry
 
 LabelKind = Literal["class", "binary", "dense"]
 
@@ -96,22 +100,40 @@ class Task(ABC):
         return f"{type(self).__name__}(weight={self.weight})"
 
 
-TASK_REGISTRY: dict[str, type[Task]] = {}
+#: every task, by ``name``; discovered from the modules of ``densemtl.tasks`` and the plugins.
+TASK_REGISTRY: Registry[type[Task]] = Registry(
+    "task", "tasks.{name}", ["densemtl.tasks"], name_key="tasks"
+)
+
+#: class decorator: make a task buildable by its ``name``.
+register_task = TASK_REGISTRY.register()
 
 
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task buildable by its ``name``."""
-    if cls.name in TASK_REGISTRY:
-        raise ValueError(f"task name {cls.name!r} registered twice")
-    TASK_REGISTRY[cls.name] = cls
-    return cls
+def build_task(name: str, **kwargs: Any) -> Task:
+    """Instantiate a registered task by name (keywords checked against its constructor)."""
+    return TASK_REGISTRY.build(name, **kwargs)
 
 
-def build_task(name: str, **kwargs) -> Task:
-    """Instantiate a registered task by name; an unknown name lists the valid ones."""
-    if name not in TASK_REGISTRY:
-        raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASK_REGISTRY))}")
-    return TASK_REGISTRY[name](**kwargs)
+def build_tasks(cfg: Mapping[str, Any]) -> dict[str, Task]:
+    """Task objects from ``cfg.tasks`` (name → constructor kwargs) plus the dataset's task
+    arguments (``cfg.data.task_args``, e.g. the number of semantic classes); ``cfg.single_task``
+    keeps one task of the set (the single-task baselines)."""
+    tasks_cfg = cfg.get("tasks") or {}
+    if not tasks_cfg:
+        raise ValueError("config 'tasks' is empty: choose a task set, e.g. tasks=pascal5")
+    only = cfg.get("single_task")
+    if only is not None:
+        if only not in tasks_cfg:
+            raise ValueError(
+                f"single_task={only!r} is not in the task set ({', '.join(tasks_cfg)})"
+            )
+        tasks_cfg = {only: tasks_cfg[only]}
+    data_args = (cfg.get("data") or {}).get("task_args") or {}
+    tasks = {}
+    for name, kwargs in tasks_cfg.items():
+        args = {**(data_args.get(name) or {}), **(kwargs or {})}
+        tasks[name] = TASK_REGISTRY.build(name, **args)
+    return tasks
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:

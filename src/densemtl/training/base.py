@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from densemtl.tasks import Task
-from densemtl.training.optim import build_optimizer, build_schedule
+from densemtl.training.optim import build_optimizer, build_schedule, check_optimizer_config
 from densemtl.weighting import WeightingOutput, WeightingStrategy, build_weighting
 
 
@@ -44,6 +44,7 @@ class MultiTaskModule(pl.LightningModule):
             raise ValueError(
                 f"weighting tasks {list(self.weighting.tasks)} differ from {self.task_names}"
             )
+        check_optimizer_config(optimizer)  # fail at start, not when the trainer calls for it
         self.optimizer_cfg = dict(optimizer)
         self.val_metrics = nn.ModuleDict({t: task.make_metric() for t, task in self.tasks.items()})
         self.val_results: dict[str, dict[str, float]] = {}

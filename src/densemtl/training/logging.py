@@ -9,7 +9,7 @@ same keys. How a run is grouped (sweep, dataset, architecture, weighting) is wri
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ import torch
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
-from densemtl.results import delta_m_of, load_baselines, write_json_atomic
+from densemtl.registry import Registry
+from densemtl.runs import delta_m_of
 
-LOGGERS = ("csv", "wandb", "tensorboard")
 #: overrides that never describe an experiment (paths, Hydra's own settings)
 _IGNORED_OVERRIDE_PREFIXES = ("hydra.", "hydra/", "paths.", "tracking.", "logger", "baselines=")
 
@@ -100,51 +100,74 @@ def run_label(info: Mapping[str, Any]) -> str:
     return " ".join([str(info.get("name")), *info.get("overrides", [])]).strip()
 
 
-def write_run_info(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
-    """Write ``run_info.json`` into the run directory (at start, so crashed runs have it too)."""
-    info = {**run_info(cfg), "run_dir": str(Path(output_dir).resolve())}
-    write_json_atomic(Path(output_dir) / "run_info.json", info)
-    return info
+#: every logger besides the CSV one, by ``logger.name``: ``(output_dir, cfg, info, **options)``
+#: -> the extra loggers
+LOGGERS: Registry[Callable[..., list[Logger]]] = Registry("logger", "logger", ["densemtl.training"])
 
 
-def build_loggers(cfg: Mapping[str, Any], output_dir: str | Path) -> list[Logger]:
-    """CSV logger (always: the report reads ``metrics.csv``) plus ``cfg.logger.name``'s logger.
+@LOGGERS.register("csv")
+def csv_only(output_dir: Path, cfg: Mapping[str, Any], info: Mapping[str, Any]) -> list[Logger]:
+    """No logger besides the CSV one every run keeps."""
+    return []
+
+
+@LOGGERS.register("tensorboard")
+def tensorboard(
+    output_dir: Path, cfg: Mapping[str, Any], info: Mapping[str, Any]
+) -> list[Logger]:
+    """TensorBoard event files in ``<run dir>/tensorboard``."""
+    return [TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version="")]
+
+
+@LOGGERS.register("wandb")
+def wandb(
+    output_dir: Path,
+    cfg: Mapping[str, Any],
+    info: Mapping[str, Any],
+    project: str = "densemtl",
+    entity: str | None = None,
+    offline: bool = True,
+) -> list[Logger]:
+    """wandb, offline into ``<run dir>/wandb`` unless ``offline=false``, grouped and tagged by
+    the run info."""
+    return [
+        WandbLogger(
+            project=project,
+            entity=entity,
+            name=run_label(info),
+            group=info["group"],
+            tags=info["tags"],
+            job_type=info["architecture"],
+            save_dir=str(output_dir),
+            offline=offline,
+            config={**_plain(cfg), "run_info": info},
+        )
+    ]
+
+
+def build_loggers(
+    cfg: Mapping[str, Any], output_dir: str | Path, info: Mapping[str, Any]
+) -> list[Logger]:
+    """CSV logger (always: the report reads ``metrics.csv``) plus ``cfg.logger.name``'s loggers.
 
     wandb runs offline into ``<run dir>/wandb`` unless ``logger.offline=false`` (sync later with
     ``wandb sync <run dir>/wandb/offline-run-*``); TensorBoard writes ``<run dir>/tensorboard``.
+    ``info`` is the run's :func:`run_info`.
     """
     output_dir = Path(output_dir)
-    lcfg = dict(cfg.get("logger") or {"name": "csv"})
-    name = lcfg.get("name", "csv")
-    if name not in LOGGERS:
-        raise ValueError(f"logger.name={name!r} is not one of {', '.join(LOGGERS)}")
+    options = dict(cfg["logger"])
+    name = options.pop("name")
     loggers: list[Logger] = [CSVLogger(save_dir=str(output_dir), name="", version="")]
-    if name == "tensorboard":
-        loggers.append(TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=""))
-    elif name == "wandb":
-        info = run_info(cfg)
-        loggers.append(
-            WandbLogger(
-                project=lcfg.get("project", "densemtl"),
-                entity=lcfg.get("entity"),
-                name=run_label(info),
-                group=info["group"],
-                tags=info["tags"],
-                job_type=info["architecture"],
-                save_dir=str(output_dir),
-                offline=bool(lcfg.get("offline", True)),
-                config={**_plain(cfg), "run_info": info},
-            )
-        )
-    return loggers
+    return loggers + LOGGERS.build(name, output_dir, cfg, info, **options)
 
 
-def build_callbacks(cfg: Mapping[str, Any], output_dir: str | Path) -> list[pl.Callback]:
-    """Learning-rate monitor, Δm at every validation (with ``cfg.baselines``) and the
-    qualitative grids (``cfg.tracking.qualitative`` images, 0 = off)."""
+def build_callbacks(
+    cfg: Mapping[str, Any], output_dir: str | Path, baselines: Mapping | None
+) -> list[pl.Callback]:
+    """Learning-rate monitor, Δm at every validation (with the run's loaded ``baselines``) and
+    the qualitative grids (``cfg.tracking.qualitative`` images, 0 = off)."""
     tracking = dict(cfg.get("tracking") or {})
     callbacks: list[pl.Callback] = [LearningRates()]
-    baselines = load_baselines(_plain(cfg.get("baselines")))
     if baselines is not None:
         callbacks.append(DeltaMMonitor(baselines))
     n_images = int(tracking.get("qualitative", 4))

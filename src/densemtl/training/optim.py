@@ -2,70 +2,117 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+from densemtl.registry import Registry, check_kwargs
+
 SCHEDULES = ("poly", "constant")
 
+#: every optimizer, by ``optimizer.name``: a builder ``(param_groups, lr, weight_decay, **options)``
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry(
+    "optimizer", "optimizer", ["densemtl.training"]
+)
+#: the ``optimizer`` keys that configure the learning-rate schedule, not the optimiser
+SCHEDULE_KEYS = ("schedule", "poly_power")
 
-def build_optimizer(cfg: Mapping[str, Any], groups: Sequence[dict]) -> torch.optim.Optimizer:
-    """Optimiser over parameter ``groups`` (each may carry ``lr_scale`` and ``weight_decay``).
 
-    A group's learning rate is ``cfg.lr × lr_scale``; ``lr_scale`` stays in the group so the
-    schedule can keep the ratio (the single-tasking loop divides the shared layers' rate by T).
-    """
-    name = cfg.get("name", "sgd")
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer.name={name!r} is not one of {', '.join(OPTIMIZERS)}")
-    lr = float(cfg["lr"])
+@OPTIMIZERS.register("sgd")
+def sgd(groups: list[dict], lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+        nesterov: bool = False) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum; ``weight_decay`` is each group's default."""
+    return torch.optim.SGD(param_groups(groups, lr, weight_decay), lr=lr, momentum=momentum,
+                           nesterov=nesterov)
+
+
+@OPTIMIZERS.register("adam")
+def adam(groups: list[dict], lr: float, weight_decay: float = 0.0,
+         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+    """Adam (L2 weight decay in the gradient)."""
+    return torch.optim.Adam(param_groups(groups, lr, weight_decay), lr=lr, betas=tuple(betas),
+                            eps=eps)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(groups: list[dict], lr: float, weight_decay: float = 0.0,
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay)."""
+    return torch.optim.AdamW(param_groups(groups, lr, weight_decay), lr=lr, betas=tuple(betas),
+                             eps=eps)
+
+
+def param_groups(groups: Sequence[dict], lr: float, weight_decay: float) -> list[dict]:
+    """Torch parameter groups: each group's learning rate is ``lr × lr_scale``; ``lr_scale``
+    stays in the group so the schedule can keep the ratio (the single-tasking loop divides the
+    shared layers' rate by T); a group's own ``weight_decay`` overrides the optimiser's."""
     if not lr > 0:
         raise ValueError(f"optimizer.lr must be positive, got {lr}")
-    wd = float(cfg.get("weight_decay", 0.0))
-    param_groups = []
+    out = []
     for group in groups:
         params = [p for p in group["params"] if p.requires_grad]
         if not params:
             continue
         scale = float(group.get("lr_scale", 1.0))
-        param_groups.append(
+        out.append(
             {
                 "params": params,
                 "lr": lr * scale,
                 "lr_scale": scale,
-                "weight_decay": float(group.get("weight_decay", wd)),
+                "weight_decay": float(group.get("weight_decay", weight_decay)),
                 "name": group.get("name", "params"),
             }
         )
-    if name == "sgd":
-        return torch.optim.SGD(
-            param_groups,
-            lr=lr,
-            momentum=float(cfg.get("momentum", 0.9)),
-            nesterov=bool(cfg.get("nesterov", False)),
-        )
-    betas = tuple(cfg.get("betas", (0.9, 0.999)))
-    eps = float(cfg.get("eps", 1e-8))
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return cls(param_groups, lr=lr, betas=betas, eps=eps)
+    return out
+
+
+def split_optimizer_config(cfg: Mapping[str, Any]) -> tuple[str, dict, dict]:
+    """``optimizer`` config → (name, optimiser options, schedule options)."""
+    options = dict(cfg)
+    if "name" not in options:
+        raise KeyError(f"optimizer config needs 'name' (one of {', '.join(OPTIMIZERS.names())})")
+    name = options.pop("name")
+    schedule = {k: options.pop(k) for k in SCHEDULE_KEYS if k in options}
+    return name, options, schedule
+
+
+def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
+    """Validate an ``optimizer`` config (names, keys, types) without building anything."""
+    name, options, schedule = split_optimizer_config(cfg)
+    OPTIMIZERS.check(name, options, skip=("groups",))
+    check_kwargs(lr_schedule, schedule, "optimizer", skip=("optimizer", "total_steps"))
+
+
+def build_optimizer(cfg: Mapping[str, Any], groups: Sequence[dict]) -> torch.optim.Optimizer:
+    """Optimiser of ``cfg.name`` over parameter ``groups`` (each may carry ``lr_scale``,
+    ``weight_decay`` and ``name``)."""
+    name, options, _ = split_optimizer_config(cfg)
+    return OPTIMIZERS.build(name, list(groups), **options)
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    schedule: Literal["poly", "constant"] = "poly",
+    poly_power: float = 0.9,
+) -> LambdaLR:
+    """Per-iteration schedule: ``poly`` (1 − it/total)^power, or ``constant``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"optimizer.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
+    total = max(int(total_steps), 1)
+
+    def factor(step: int) -> float:
+        if schedule == "constant":
+            return 1.0
+        return max(1.0 - step / total, 0.0) ** poly_power
+
+    return LambdaLR(optimizer, factor)
 
 
 def build_schedule(
     cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, total_steps: int
 ) -> LambdaLR:
-    """Per-iteration schedule: ``poly`` (1 − it/total)^power, or ``constant``."""
-    kind = cfg.get("schedule", "poly")
-    if kind not in SCHEDULES:
-        raise ValueError(f"optimizer.schedule={kind!r} is not one of {', '.join(SCHEDULES)}")
-    power = float(cfg.get("poly_power", 0.9))
-    total = max(int(total_steps), 1)
-
-    def factor(step: int) -> float:
-        if kind == "constant":
-            return 1.0
-        return max(1.0 - step / total, 0.0) ** power
-
-    return LambdaLR(optimizer, factor)
+    """The schedule of an ``optimizer`` config (its ``schedule`` / ``poly_power`` keys)."""
+    return lr_schedule(optimizer, total_steps, **{k: cfg[k] for k in SCHEDULE_KEYS if k in cfg})

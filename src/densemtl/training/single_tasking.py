@@ -25,8 +25,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from densemtl.models.discriminator import (
-    ReversalSchedule,
+from densemtl.models.adversarial import (
+    AdversarialOptions,
     TaskDiscriminator,
     adversarial_loss,
     combine_losses,
@@ -107,7 +107,6 @@ class SingleTaskingModule(MultiTaskModule):
         schedule: str = "per_task",
         task_order: Sequence[str] | None = None,
         adversarial: Mapping[str, Any] | None = None,
-        feature_channels: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -127,35 +126,27 @@ class SingleTaskingModule(MultiTaskModule):
                 "model.schedule=accumulated or a per-task weighting (fixed, equal, uncertainty, "
                 "dwa, lsb)"
             )
-        adv = dict(adversarial or {})
+        adv = AdversarialOptions.from_config(adversarial)
         self.discriminator: TaskDiscriminator | None = None
-        if adv.get("enabled", False):
-            self._check_adversarial(feature_channels)
-            self.w_d = float(adv.get("w_d", 0.1))
-            if not 0.0 <= self.w_d <= 1.0:
-                raise ValueError(f"adversarial.w_d must be in [0, 1], got {self.w_d}")
-            kind = adv.get("lambda_schedule", "constant")
-            self.reversal = ReversalSchedule(
-                kind, float(adv.get("lambda", 1.0)) if kind == "constant" else None
-            )
-            self.disc_lr_scale = float(adv.get("lr_scale", 1.0))
+        if adv.enabled:
+            self._check_adversarial()
+            self.w_d = adv.w_d
+            self.reversal = adv.schedule()
+            self.disc_lr_scale = adv.lr_scale
             self.discriminator = TaskDiscriminator(
-                feature_channels,
+                self.net.feature_width,
                 len(self.task_names),
-                hidden=int(adv.get("hidden", 64)),
-                kernel_size=int(adv.get("kernel_size", 1)),
+                hidden=adv.hidden,
+                kernel_size=adv.kernel_size,
             )
 
-    def _check_adversarial(self, feature_channels: int | None) -> None:
-        if feature_channels is None:
-            raise ValueError("the adversarial loss needs the decoder feature width")
+    def _check_adversarial(self) -> None:
         if isinstance(self.weighting, GramStrategy):
             raise ValueError(
                 f"adversarial training combines with loss-based weightings only, not "
                 f"{self.weighting.name!r}"
             )
-        shared_features = self.net.decoder_kind == "deeplab" and not self.net.decoder_conditioned
-        if self.schedule == "accumulated" and shared_features:
+        if self.schedule == "accumulated" and not self.net.per_task_features:
             raise ValueError(
                 "adversarial training with model.schedule=accumulated needs per-task decoder "
                 "features (a task-conditioned decoder); use model.schedule=per_task"

@@ -14,7 +14,8 @@ Learned parameters (uncertainty's log-variances, GradNorm's weights) are the str
 ``extra_parameters()``: give them an optimiser group without weight decay. ``state_dict()``
 carries all state (histories, β, RNG), so put the strategy in the checkpoint.
 
-Adding a strategy takes one file in this package (every module here is imported on import):
+Adding a strategy takes one file in this package (the registry's discovery imports every module
+here, and plugin files named by ``plugins=[...]``) plus its ``conf/weighting/<name>.yaml``:
 
 * a loss-based one subclasses ``WeightVectorStrategy`` (implement ``current_weights()``, update
   it in ``_end_period(means)``) or ``LossWeighting`` (implement ``objective(losses, index)``);
@@ -25,9 +26,6 @@ Adding a strategy takes one file in this package (every module here is imported 
   survive a resume in ``persistent_attrs``, and draw random numbers from ``self._seed(seed)``'s
   ``self.generator`` so they resume too.
 """
-
-import importlib
-import pkgutil
 
 from densemtl.weighting.base import (
     WEIGHTING_REGISTRY,
@@ -40,9 +38,6 @@ from densemtl.weighting.base import (
 )
 from densemtl.weighting.gradient_based import GramStrategy
 from densemtl.weighting.loss_based import LossWeighting, WeightVectorStrategy
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "WEIGHTING_REGISTRY",

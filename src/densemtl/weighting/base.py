@@ -8,7 +8,6 @@ e.g. Lightning's ``manual_backward``), records what weights it used, and keeps i
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from densemtl.registry import Registry
 
 BackwardFn = Callable[[Tensor], Any]
 """Runs the backward of one scalar (``Tensor.backward`` or Lightning's ``manual_backward``)."""
@@ -258,26 +259,16 @@ class WeightingStrategy(nn.Module, ABC):
         return f"tasks={list(self.tasks)}"
 
 
-WEIGHTING_REGISTRY: dict[str, type[WeightingStrategy]] = {}
+#: every strategy, by ``name``; discovered from the modules of ``densemtl.weighting`` and the
+#: plugins.
+WEIGHTING_REGISTRY: Registry[type[WeightingStrategy]] = Registry(
+    "weighting", "weighting", ["densemtl.weighting"]
+)
 
-
-def register_weighting(cls: type[WeightingStrategy]) -> type[WeightingStrategy]:
-    """Class decorator: make a strategy buildable by its ``name``."""
-    if cls.name in WEIGHTING_REGISTRY:
-        raise ValueError(f"weighting name {cls.name!r} registered twice")
-    WEIGHTING_REGISTRY[cls.name] = cls
-    return cls
+#: class decorator: make a strategy buildable by its ``name``.
+register_weighting = WEIGHTING_REGISTRY.register()
 
 
 def build_weighting(name: str, tasks: Sequence[str], **cfg: Any) -> WeightingStrategy:
     """Build a registered strategy; an unknown name or option lists the valid ones."""
-    if name not in WEIGHTING_REGISTRY:
-        raise KeyError(f"unknown weighting {name!r}; valid weightings: "
-                       f"{', '.join(sorted(WEIGHTING_REGISTRY))}")
-    cls = WEIGHTING_REGISTRY[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "tasks")]
-    unknown = sorted(set(cfg) - set(valid))
-    if unknown:
-        raise ValueError(f"weighting {name!r} got unknown option(s) {unknown}; "
-                         f"valid options: {valid}")
-    return cls(tasks, **cfg)
+    return WEIGHTING_REGISTRY.build(name, tasks, **cfg)

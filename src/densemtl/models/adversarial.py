@@ -19,13 +19,15 @@ Typical single-tasking pass (one ``backward``, DDP-friendly: see DESIGN "DDP + d
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from densemtl.registry import check_kwargs
 
 #: Eq. 5 weight of the discriminator loss as stated in the paper text (appendix D).
 W_D_PAPER = 0.1
@@ -325,3 +327,37 @@ def combine_losses(task_loss: Tensor, disc_loss: Tensor, w_d: float = W_D_PAPER)
     if isinstance(w_d, bool) or not isinstance(w_d, (int, float)) or not 0.0 <= w_d <= 1.0:
         raise ValueError(f"w_d must be a number in [0, 1], got {w_d!r}")
     return (1.0 - w_d) * task_loss + w_d * disc_loss
+
+
+@dataclass(frozen=True)
+class AdversarialOptions:
+    """The ``adversarial`` config group, with its defaults (the one place they live).
+
+    ``lambd`` is the YAML key ``lambda`` (a Python keyword); it is the constant schedule's λ and
+    ignored by ``lambda_schedule="ganin"``. ``lr_scale`` multiplies the optimiser's learning
+    rate for the discriminator.
+    """
+
+    enabled: bool = False
+    w_d: float = W_D_PAPER
+    lambda_schedule: ScheduleKind = "constant"
+    lambd: float = 1.0
+    kernel_size: int = 1
+    hidden: int = 64
+    lr_scale: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> AdversarialOptions:
+        """Options from an ``adversarial`` mapping; unknown keys and wrong types fail."""
+        options = {("lambd" if k == "lambda" else k): v for k, v in dict(cfg or {}).items()}
+        check_kwargs(cls, options, "adversarial")
+        out = cls(**options)
+        if not 0.0 <= out.w_d <= 1.0:
+            raise ValueError(f"adversarial.w_d must be in [0, 1], got {out.w_d}")
+        return out
+
+    def schedule(self) -> ReversalSchedule:
+        """The gradient-reversal schedule these options describe."""
+        return ReversalSchedule(
+            self.lambda_schedule, float(self.lambd) if self.lambda_schedule == "constant" else None
+        )

@@ -1,9 +1,5 @@
-"""Finding finished runs, grouping them by configuration (seeds pooled) and the Δm baselines.
-
-Runs are found through :func:`densemtl.analysis.sweeps.load_sweep` (any directory holding a
-``metrics.json``); this module adds what a report needs on top: wandb offline run directories
-mapped to their run, ``run_info.json`` and resources, the groups, and the baselines.
-"""
+"""Finished runs (read through :mod:`densemtl.runs`) grouped by configuration, seeds pooled,
+and the Δm baselines found among them."""
 
 from __future__ import annotations
 
@@ -16,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from densemtl.analysis.sweeps import SweepRun, load_sweep
-from densemtl.results import delta_m_of, load_baselines
+from densemtl.runs import RunRecord, delta_m_of, load_baselines
 
 #: configuration keys (dotted prefixes) that do not define an experiment: a group pools runs
 #: that differ only in these (above all the seed)
@@ -28,41 +23,11 @@ NON_EXPERIMENT_KEYS = (
 
 
 @dataclass
-class Run:
-    """One finished run: its sweep record plus run info and resources from ``metrics.json``."""
-
-    record: SweepRun
-    info: dict[str, Any]
-    resources: dict[str, Any] | None
-    train_seconds: float | None
-
-    @property
-    def path(self) -> Path:
-        """The run directory."""
-        return self.record.path
-
-    @property
-    def results(self) -> dict[str, dict[str, float]]:
-        """Final validation metrics, task → metric → value."""
-        return self.record.results
-
-    @property
-    def dataset(self) -> str | None:
-        """Dataset name of the run's data config."""
-        return (self.record.config.get("data") or {}).get("name")
-
-    @property
-    def single_task(self) -> str | None:
-        """The task of a single-task run (one task in its results), else None."""
-        return next(iter(self.results)) if len(self.results) == 1 else None
-
-
-@dataclass
 class RunGroup:
     """Runs with the same configuration except the seed (and paths, logging)."""
 
     label: str
-    runs: list[Run]
+    runs: list[RunRecord]
     delta_m: list[float] = field(default_factory=list)
     delta_m_source: str | None = None
 
@@ -74,7 +39,7 @@ class RunGroup:
     @property
     def seeds(self) -> list[Any]:
         """Seeds of the runs."""
-        return [r.record.seed for r in self.runs]
+        return [r.seed for r in self.runs]
 
     def stats(self, task: str, metric: str) -> tuple[float, float, int]:
         """Mean, sample standard deviation (0 for one run) and count of a metric over seeds."""
@@ -88,54 +53,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
         return math.nan, math.nan, 0
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0, int(arr.size)
-
-
-def resolve_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Input paths as directories to search: a wandb offline run directory
-    (``<run>/wandb/offline-run-*``) becomes the run directory that holds it."""
-    dirs = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist (expected a sweep, run or wandb run dir)")
-        if p.is_file():
-            raise ValueError(f"{p} is a file: pass the directory holding metrics.json")
-        if p.name.startswith(("offline-run-", "run-")) and p.parent.name == "wandb":
-            run_dir = p.parent.parent
-            if not (run_dir / "metrics.json").is_file():
-                raise FileNotFoundError(
-                    f"wandb run {p} belongs to {run_dir}, which has no metrics.json (the run did "
-                    "not finish, or its directory was not copied with the wandb folder)"
-                )
-            p = run_dir
-        dirs.append(p)
-    return dirs
-
-
-def load_runs(paths: Sequence[str | Path]) -> list[Run]:
-    """Every finished run under ``paths`` (sweep directories, run directories or wandb offline
-    run directories), each once."""
-    seen, runs = set(), []
-    for record in load_sweep(resolve_run_dirs(paths)):
-        key = record.path.resolve()
-        if key in seen:
-            continue
-        seen.add(key)
-        payload = json.loads((record.path / "metrics.json").read_text())
-        info_path = record.path / "run_info.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else payload.get("run")
-        runs.append(Run(record, info or {}, payload.get("resources"),
-                        payload.get("train_seconds")))
-    return runs
-
-
-def incomplete_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Hydra job directories (with ``.hydra/``) under ``paths`` that wrote no ``metrics.json``:
-    runs that crashed or are still going."""
-    found = []
-    for root in resolve_run_dirs(paths):
-        found += [d.parent for d in root.rglob(".hydra")
-                  if not (d.parent / "metrics.json").exists()]
-    return sorted(set(found))
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -159,12 +76,12 @@ def experiment_key(config: Mapping[str, Any]) -> str:
     return json.dumps(flat, sort_keys=True, default=str)
 
 
-def _overrides(run: Run) -> list[str]:
+def _overrides(run: RunRecord) -> list[str]:
     """The run's Hydra overrides minus the seed (from ``run_info.json``)."""
     return [o for o in run.info.get("overrides", []) if o.lstrip("+~").split("=")[0] != "seed"]
 
 
-def _labels(groups: Sequence[list[Run]]) -> list[str]:
+def _labels(groups: Sequence[list[RunRecord]]) -> list[str]:
     """Distinct, short labels: the overrides that differ between groups when every run was
     launched by Hydra, else the configuration keys that differ (``x.name`` standing for ``x``)."""
     overrides = [_overrides(g[0]) for g in groups]
@@ -172,28 +89,28 @@ def _labels(groups: Sequence[list[Run]]) -> list[str]:
     labels = [", ".join(o for o in ov if o not in common) for ov in overrides]
     if all(labels) and len(set(labels)) == len(labels):
         return labels
-    flats = [json.loads(experiment_key(g[0].record.config)) for g in groups]
+    flats = [json.loads(experiment_key(g[0].config)) for g in groups]
     keys = sorted({k for f in flats for k in f if len({json.dumps(x.get(k)) for x in flats}) > 1})
     named = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".name")}
     shown = [k for k in keys if k.endswith(".name") or k.split(".", 1)[0] not in named]
     labels = [
-        ", ".join(f"{k.removesuffix('.name')}={f.get(k)}" for k in shown) or str(g[0].record.name)
+        ", ".join(f"{k.removesuffix('.name')}={f.get(k)}" for k in shown) or str(g[0].name)
         for f, g in zip(flats, groups)
     ]
     counts = {lab: labels.count(lab) for lab in labels}
     return [f"{lab} #{i}" if counts[lab] > 1 else lab for i, lab in enumerate(labels)]
 
 
-def group_runs(runs: Sequence[Run]) -> list[RunGroup]:
+def group_runs(runs: Sequence[RunRecord]) -> list[RunGroup]:
     """Runs pooled over seeds: one group per configuration, in order of first appearance."""
-    by_key: dict[str, list[Run]] = {}
+    by_key: dict[str, list[RunRecord]] = {}
     for run in runs:
-        by_key.setdefault(experiment_key(run.record.config), []).append(run)
+        by_key.setdefault(experiment_key(run.config), []).append(run)
     groups = list(by_key.values())
     return [RunGroup(label, g) for label, g in zip(_labels(groups), groups)]
 
 
-def sweep_baselines(runs: Sequence[Run]) -> dict[tuple[str | None, str], dict[str, float]]:
+def sweep_baselines(runs: Sequence[RunRecord]) -> dict[tuple[str | None, str], dict[str, float]]:
     """Single-task baselines found among the runs: ``(dataset, task)`` → metric means over every
     single-task run of that task on that dataset (seeds pooled)."""
     pooled: dict[tuple[str | None, str], dict[str, list[float]]] = {}
@@ -225,11 +142,11 @@ def attach_delta_m(
                 t: found[(run.dataset, t)] for t in run.results if (run.dataset, t) in found
             }
             if set(run.results) <= set(base):
-                tasks = run.record.tasks()
+                tasks = run.tasks()
                 gains.append(delta_m_of(run.results, base, tasks)["delta_m_gain"])
                 sources.add("--baselines" if given else "single-task runs")
-            elif run.record.delta_m:
-                gains.append(run.record.delta_m["delta_m_gain"])
+            elif run.delta_m:
+                gains.append(run.delta_m["delta_m_gain"])
                 sources.add("metrics.json")
         if len(gains) == len(group.runs):
             group.delta_m, group.delta_m_source = gains, ", ".join(sorted(sources))

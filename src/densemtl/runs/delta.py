@@ -1,28 +1,15 @@
-"""Result files: ``metrics.json`` per run, Δm against single-task baselines, console tables."""
+"""Δm of a run against single-task baselines, and loading those baselines."""
 
 from __future__ import annotations
 
 import json
-import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from densemtl.metrics.delta_m import delta_m
 from densemtl.tasks import Task
 
 Results = Mapping[str, Mapping[str, float]]
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write JSON through a temporary file + rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def load_baselines(spec: str | Path | Mapping | None) -> dict[str, dict[str, float]] | None:
@@ -66,20 +53,3 @@ def delta_m_of(
             higher[key] = up
     gain = delta_m(flat_results, flat_base, higher)
     return {"delta_m_gain": gain, "delta_m_drop": -gain}
-
-
-def format_table(results: Results, tasks: Mapping[str, Task]) -> str:
-    """Plain-text table: one row per task, its metrics (primary ones first)."""
-    lines = []
-    for name, values in results.items():
-        primary = list(tasks[name].primary_metrics) if name in tasks else []
-        keys = primary + [k for k in values if k not in primary]
-        cells = ", ".join(f"{k}={_fmt(values[k])}" for k in keys)
-        lines.append(f"  {name:<12s} {cells}")
-    return "\n".join(lines)
-
-
-def _fmt(v: float) -> str:
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return str(v)
-    return f"{v:.4g}"
