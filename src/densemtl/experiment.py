@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from densemtl.constant_predictor import constant_predictor_results
 from densemtl.data.datamodule import MultiTaskDataModule
 from densemtl.models import ARCHITECTURES, MultiTaskNet
+from densemtl.models.adversarial import AdversarialOptions
 from densemtl.registry import check_kwargs, load_plugins, parameter_names
 from densemtl.resources import resource_report
 from densemtl.runs import (
@@ -113,9 +114,9 @@ def build_weighting_from_config(
 def build_module(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> pl.LightningModule:
     """The Lightning module of ``cfg.model.loop`` around a freshly built network."""
     _, module, loop_options, _ = split_model_config(cfg)
-    adversarial = dict(to_plain(cfg.get("adversarial") or {}))
+    adversarial = dict(to_plain(cfg["adversarial"]))
     if module is JointModule:
-        if adversarial.get("enabled"):
+        if AdversarialOptions.from_config(adversarial).enabled:  # checks the keys, too
             raise ValueError("adversarial.enabled needs model.loop=single_tasking")
     else:
         loop_options["adversarial"] = adversarial
