@@ -90,7 +90,7 @@ def test_from_config_reads_the_data_config(synthetic_kwargs):
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, SIZE, SIZE)  # crop_size null -> the dataset's size
     assert all(0.75 <= m["aug"]["scale"] <= 1.5 for m in batch["meta"])
-    with pytest.raises(KeyError, match=r"data.augment has unknown keys \['rotate'\]"):
+    with pytest.raises(ValueError, match=r"data\.augment: unknown option\(s\) \['rotate'\]"):
         MultiTaskDataModule.from_config(cfg | {"augment": {"rotate": 5}}, make_tasks())
 
 

@@ -8,6 +8,7 @@ dataset of numpy samples ``{"image", <label key>..., "meta"}``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -16,8 +17,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from densemtl.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     MultiTaskTransform,
     Sample,
     build_transforms,
@@ -77,6 +76,11 @@ def seed_worker(worker_id: int) -> None:
         transform.set_seed(info.seed % 2**32)
 
 
+#: :func:`build_transforms` parameters the DataModule sets itself (the rest are ``augment``)
+AUGMENT_FIXED = ("tasks", "train", "crop_size", "pad_to", "seed")
+_TRANSFORM_PARAMS = inspect.signature(build_transforms).parameters
+
+
 class MultiTaskDataModule(pl.LightningDataModule):
     """Train/val loaders over a registered dataset for any subset of tasks.
 
@@ -86,7 +90,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
     the images already share one size and random scaling is off; validation images are only
     standardised and, with ``val_pad_to``, padded to one size. ``aug_seed`` seeds the
     augmentation draws of the main process (default: from torch's seed, so ``seed_everything``
-    makes ``num_workers=0`` runs repeatable); workers reseed from their torch seed.
+    makes ``num_workers=0`` runs repeatable); workers reseed from their torch seed. ``augment``
+    are :func:`build_transforms`'s options (``scale_range``, ``hflip``, ``rotate_deg``,
+    ``color_jitter``, ``mean``, ``std``), with its defaults.
     """
 
     def __init__(
@@ -101,14 +107,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         crop_size: tuple[int, int] | int | None = None,
-        scale_range: tuple[float, float] | None = (0.5, 2.0),
-        hflip: bool | float = True,
-        rotate_deg: float | tuple[float, float] = 0.0,
-        color_jitter: bool = True,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         val_pad_to: tuple[int, int] | int | None = None,
         aug_seed: int | None = None,
+        **augment: Any,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -119,6 +120,8 @@ class MultiTaskDataModule(pl.LightningDataModule):
                              f"val_batch_size={val_batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        check_kwargs(build_transforms, augment, "data.augment", skip=AUGMENT_FIXED)
+        scale_range = augment.get("scale_range", _TRANSFORM_PARAMS["scale_range"].default)
         scaling = scale_range is not None and tuple(scale_range) != (1.0, 1.0)
         if crop_size is None and scaling:
             raise ValueError("training batches need one image size: set crop_size, or disable "
@@ -133,11 +136,11 @@ class MultiTaskDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.train_transform = build_transforms(
-            self.tasks, train=True, crop_size=crop_size, scale_range=scale_range, hflip=hflip,
-            rotate_deg=rotate_deg, color_jitter=color_jitter, mean=mean, std=std,
-            seed=torch.initial_seed() % 2**32 if aug_seed is None else aug_seed)
+            self.tasks, train=True, crop_size=crop_size,
+            seed=torch.initial_seed() % 2**32 if aug_seed is None else aug_seed, **augment)
+        standardise = {k: v for k, v in augment.items() if k in ("mean", "std")}
         self.val_transform = build_transforms(
-            self.tasks, train=False, crop_size=None, mean=mean, std=std, pad_to=val_pad_to)
+            self.tasks, train=False, crop_size=None, pad_to=val_pad_to, **standardise)
         self.train_set: TransformedDataset | None = None
         self.val_set: TransformedDataset | None = None
 
@@ -145,10 +148,6 @@ class MultiTaskDataModule(pl.LightningDataModule):
     LOADER_KEYS: ClassVar[tuple[str, ...]] = (
         "batch_size", "val_batch_size", "num_workers", "pin_memory", "crop_size", "val_pad_to",
         "train_split", "val_split", "aug_seed",
-    )
-    #: keys allowed under ``augment`` (arguments of :func:`build_transforms`)
-    AUGMENT_KEYS: ClassVar[tuple[str, ...]] = (
-        "scale_range", "hflip", "rotate_deg", "color_jitter", "mean", "std",
     )
 
     @classmethod
@@ -166,10 +165,6 @@ class MultiTaskDataModule(pl.LightningDataModule):
         name = cfg.pop("name")
         cfg.pop("task_args", None)
         augment = dict(cfg.pop("augment", None) or {})
-        unknown = sorted(set(augment) - set(cls.AUGMENT_KEYS))
-        if unknown:
-            raise KeyError(f"data.augment has unknown keys {unknown}; allowed: "
-                           f"{', '.join(cls.AUGMENT_KEYS)}")
         loader = {k: cfg.pop(k) for k in cls.LOADER_KEYS if k in cfg}
         if loader.get("crop_size") is None and "size" in cfg:
             loader["crop_size"] = cfg["size"]
@@ -180,7 +175,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
             loader["crop_size"] = tuple(loader["crop_size"])
         if isinstance(loader.get("val_pad_to"), Sequence):
             loader["val_pad_to"] = tuple(loader["val_pad_to"])
-        check_kwargs(cls, {**loader, **augment}, "data")
+        check_kwargs(cls, loader, "data")
         return cls(tasks, dataset=name, dataset_kwargs=cfg, **loader, **augment)
 
     @property

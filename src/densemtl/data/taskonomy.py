@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from densemtl.data import formats
 from densemtl.data.datamodule import register_dataset
 from densemtl.data.formats import (
     BenchmarkDataset,
     DataFormatError,
-    check_classes,
     check_size,
     class_map,
     dense_map,
@@ -129,7 +129,7 @@ class Taskonomy(BenchmarkDataset):
             raw = resize_nearest(raw, self.resize)
         check_size(raw, size, path)
         if task == "semseg":
-            check_classes(raw, self.num_classes, path)
+            formats.check_classes(raw, self.num_classes, path)
             return class_map(raw)
         if task == "depth":
             return dense_map(np.where(raw == DEPTH_INVALID, 0.0, raw / divisor))

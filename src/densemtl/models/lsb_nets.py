@@ -197,8 +197,7 @@ class FullSharingNet(MultiTaskNet):
     shared layer is the decoder's second-to-last conv, the last one every loss reaches whole.
     """
 
-    per_task_features = False
-    feature_width = 0  # set in __init__
+    per_task_features = False  # one decoder output for all tasks
 
     def __init__(
         self, tasks: Mapping[str, int], encoder: LsbEncoder, decoder_width: int = 512
@@ -206,7 +205,11 @@ class FullSharingNet(MultiTaskNet):
         super().__init__(tasks)
         self.encoder = encoder
         self.decoder = LsbDecoder(encoder.out_channels, sum(self.channels.values()), decoder_width)
-        self.feature_width = sum(self.channels.values())  # features: the decoder's c₀ outputs
+
+    @property
+    def feature_width(self) -> int:
+        """The decoder's c₀ = Σ C_t output channels (every task's features)."""
+        return sum(self.channels.values())
 
     def _predict(self, images: Tensor, tasks: tuple[str, ...]) -> dict[str, Tensor]:
         out = self.decoder(self.encoder(images))
@@ -232,17 +235,20 @@ class MultiDecoderNet(MultiTaskNet):
     """
 
     per_task_features = False  # views of the one shared encoder output
-    feature_width = 0  # set in __init__
 
     def __init__(
         self, tasks: Mapping[str, int], encoder: LsbEncoder, decoder_width: int = 512
     ) -> None:
         super().__init__(tasks)
         self.encoder = encoder
-        self.feature_width = encoder.out_channels
         self.decoders = nn.ModuleDict(
             {t: LsbDecoder(encoder.out_channels, c, decoder_width) for t, c in tasks.items()}
         )
+
+    @property
+    def feature_width(self) -> int:
+        """The encoder's output channels."""
+        return self.encoder.out_channels
 
     def _predict(self, images: Tensor, tasks: tuple[str, ...]) -> dict[str, Tensor]:
         z = self.encoder(images)
@@ -266,7 +272,6 @@ class CrossStitchNet(MultiTaskNet):
     """
 
     per_task_features = True  # each task's own mix of the columns
-    feature_width = 0  # set in __init__
 
     def __init__(
         self,
@@ -282,11 +287,16 @@ class CrossStitchNet(MultiTaskNet):
         widths = {e.out_channels for e in encoders.values()}
         if len(widths) != 1:
             raise ValueError(f"cross-stitch columns must have equal widths, got {sorted(widths)}")
-        width = self.feature_width = widths.pop()
+        width = self.stitch_width = widths.pop()
         self.stitch = CrossStitchUnit(len(self.tasks), stitch_init)
         self.decoders = nn.ModuleDict(
             {t: LsbDecoder(width, c, decoder_width) for t, c in tasks.items()}
         )
+
+    @property
+    def feature_width(self) -> int:
+        """The columns' (equal) output channels."""
+        return self.stitch_width
 
     def _predict(self, images: Tensor, tasks: tuple[str, ...]) -> dict[str, Tensor]:
         columns = torch.stack([self.encoders[t](images) for t in self.tasks])
