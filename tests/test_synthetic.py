@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from densemtl.data import synthetic as syn
 from densemtl.data.geometry import angle_between_deg, backproject, normals_from_depth, pixel_rays
 from densemtl.data.synthetic import (
     FIRST_OBJECT_INSTANCE,
@@ -25,6 +24,7 @@ from densemtl.data.synthetic import (
     render_scene,
     write_cache,
 )
+from densemtl.data.synthetic import cache as syn_cache
 
 SEEDS = range(8)
 FLOOR, BACK_WALL, LEFT_WALL = 1, 3, 4  # instance ids of ROOM_SURFACES
@@ -303,7 +303,7 @@ def test_interrupted_write_leaves_nothing_that_looks_complete(tmp_path: Path,
     def crash(job):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(syn, "_render_chunk", crash)
+    monkeypatch.setattr(syn_cache, "_render_chunk", crash)
     with pytest.raises(KeyboardInterrupt):
         write_cache(tmp_path, n=4, size=16, seed=0, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []
