@@ -13,7 +13,7 @@ from densemtl.analysis import se_layers
 from densemtl.config import compose
 from densemtl.experiment import load_module, run
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 EXPECTED = ("qualitative.ipynb", "se_activations.ipynb", "weighting_dashboard.ipynb")
 TINY = ["data.n=16", "data.size=32", "data.batch_size=4", "trainer=debug"]
 
