@@ -1,6 +1,6 @@
-"""Adding a task and a weighting is one Python file each plus YAML, found by the registry's
-discovery (here as plugins: files outside the package, named by ``plugins=[...]``), and every
-config group rejects a mistyped key or a value of the wrong type at start."""
+"""Adding a task, a weighting and an architecture is one Python file each plus YAML, found by
+the registry's discovery (here as plugins: files outside the package, named by
+``plugins=[...]``), and every config group rejects a mistyped key or a wrong type at start."""
 
 import csv
 import textwrap
@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from densemtl.config import compose
+from densemtl.data.synthetic import SYNTHETIC_CLASSES
 from densemtl.experiment import run
+from densemtl.models import ARCHITECTURES
 from densemtl.tasks import TASK_REGISTRY
 from densemtl.weighting import WEIGHTING_REGISTRY
 
@@ -54,6 +56,36 @@ class ToyConstant(WeightVectorStrategy):
         return torch.full((self.num_tasks,), self.value)
 '''
 
+TOY_NET = '''
+from torch import nn
+
+from densemtl.models import ARCHITECTURES, MultiTaskNet
+
+
+@ARCHITECTURES.register("toy_net")
+class ToyNet(MultiTaskNet):
+    """One shared conv, one 1x1 head per task (the README's example)."""
+
+    per_task_features = False
+
+    def __init__(self, tasks, width: int = 32) -> None:
+        super().__init__(tasks)
+        self.feature_width = width
+        self.body = nn.Conv2d(3, width, 3, padding=1)
+        self.heads = nn.ModuleDict({t: nn.Conv2d(width, c, 1) for t, c in tasks.items()})
+
+    def _predict(self, images, tasks):
+        z = self.body(images)
+        self.features = {t: z for t in tasks}
+        return {t: self.heads[t](z) for t in tasks}
+
+    def task_modules(self, task):
+        return [self.heads[task]]
+
+    def last_shared_parameters(self):
+        return [self.body.weight]
+'''
+
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
@@ -62,26 +94,35 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     tmp_path = tmp_path_factory.mktemp("toy")
     (tmp_path / "toy_task.py").write_text(textwrap.dedent(TOY_TASK))
     (tmp_path / "toy_weighting.py").write_text(textwrap.dedent(TOY_WEIGHTING))
+    (tmp_path / "toy_net.py").write_text(textwrap.dedent(TOY_NET))
     conf = tmp_path / "conf"
-    (conf / "tasks").mkdir(parents=True)
-    (conf / "weighting").mkdir()
+    for group in ("tasks", "weighting", "model"):
+        (conf / group).mkdir(parents=True)
+    (conf / "model" / "toy_net.yaml").write_text("name: toy\narch: toy_net\nloop: joint\n"
+                                                 "width: 8\n")
     (conf / "tasks" / "toy2.yaml").write_text("semseg: {}\ntoy_depth: {}\n")
     (conf / "weighting" / "toy_constant.yaml").write_text("name: toy_constant\nvalue: 0.25\n")
     # the toys register for this module only: other tests check the registries' exact contents
-    saved = {r: dict(r._builders) for r in (TASK_REGISTRY, WEIGHTING_REGISTRY)}
+    registries = (TASK_REGISTRY, WEIGHTING_REGISTRY, ARCHITECTURES)
+    for registry in registries:
+        registry.discover()  # snapshot the full registries, not what was imported so far
+    saved = {r: dict(r._builders) for r in registries}
     yield {"dir": tmp_path, "conf": conf}
     for registry, builders in saved.items():
         registry._builders = builders
 
 
 def toy_overrides(toy: dict[str, Path]) -> list[str]:
-    plugins = f"[{toy['dir'] / 'toy_task.py'},{toy['dir'] / 'toy_weighting.py'}]"
-    return [*TINY, f"hydra.searchpath=[file://{toy['conf']}]", f"plugins={plugins}",
+    plugins = ",".join(str(toy["dir"] / f"toy_{p}.py") for p in ("task", "weighting", "net"))
+    return [*TINY, f"hydra.searchpath=[file://{toy['conf']}]", f"plugins=[{plugins}]",
             "tasks=toy2", "weighting=toy_constant", f"paths.data_dir={toy['dir'] / 'data'}"]
 
 
-def test_a_toy_task_and_weighting_train_from_their_own_files(toy):
-    payload = run(compose(toy_overrides(toy)), toy["dir"] / "run")
+def test_a_toy_task_weighting_and_architecture_train_from_their_own_files(toy):
+    payload = run(compose([*toy_overrides(toy), "model=toy_net"]), toy["dir"] / "run")
+    # the toy net was built: a 3x3 conv 3 -> 8, and 1x1 heads 8 -> the semseg classes and 1
+    classes = len(SYNTHETIC_CLASSES)
+    assert payload["resources"]["parameters"]["total"] == 3 * 8 * 9 + 8 + 9 * classes + 9
     assert set(payload["tasks"]) == {"semseg", "toy_depth"}
     assert set(payload["tasks"]["toy_depth"]) == {"l1", "mse", "rmse"}
     assert payload["tasks"]["toy_depth"]["l1"] > 0

@@ -62,6 +62,9 @@ class MultiTaskNet(nn.Module, ABC):
 
     #: whether ``features[task]`` come out of task-specific modules (not one shared tensor)
     per_task_features: bool
+    #: channels of ``features[task]`` (the discriminator's input width): an attribute set in
+    #: ``__init__`` or a property
+    feature_width: int
 
     def __init__(self, tasks: Mapping[str, int]) -> None:
         super().__init__()
@@ -69,11 +72,6 @@ class MultiTaskNet(nn.Module, ABC):
         self.channels = dict(tasks)
         self.features: dict[str, Tensor] = {}
         self.shared_representation: Tensor | tuple[Tensor, ...] | dict[str, Tensor] | None = None
-
-    @property
-    @abstractmethod
-    def feature_width(self) -> int:
-        """Channels of ``features[task]`` (the discriminator's input width)."""
 
     def select_tasks(self, tasks: Sequence[str] | str | None) -> tuple[str, ...]:
         """The requested tasks (None: all), checked against the network's."""
