@@ -6,7 +6,8 @@ Everything here takes plain mappings, so the same functions serve the CLI, noteb
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,27 @@ LOOPS = {"joint": JointModule, "single_tasking": SingleTaskingModule}
 MODEL_KEYS = ("name", "arch", "loop")
 #: groups an architecture builder receives when it takes them as parameters
 NET_GROUPS = ("backbone",)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The top-level keys of a training config and their types (``conf/train.yaml`` holds the
+    values); :func:`run` checks them with ``check_kwargs`` before building anything."""
+
+    seed: int
+    name: str | None
+    single_task: str | None
+    baselines: str | Mapping | None
+    constant_baseline: bool
+    evaluate: bool
+    max_bad_steps: int
+    ckpt_path: str | None
+    plugins: Sequence[str]
+
+
+#: top-level keys that are config groups, each checked by what it builds
+GROUP_KEYS = ("data", "tasks", "backbone", "model", "modulation", "adversarial", "weighting",
+              "optimizer", "trainer", "logger", "paths", "tracking")
 
 
 def to_plain(cfg: Any) -> Any:
@@ -168,8 +190,10 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     Everything the config names is built (and so checked) before the first batch: tasks, data
     module, network, weighting, optimiser options, trainer, loggers."""
     output_dir = Path(output_dir)
+    top = {k: v for k, v in dict(to_plain(cfg)).items() if k not in GROUP_KEYS}
+    check_kwargs(RunOptions, top, "train")
     output_dir.mkdir(parents=True, exist_ok=True)
-    load_plugins(cfg.get("plugins") or [])
+    load_plugins(cfg["plugins"])
     pl.seed_everything(cfg["seed"], workers=True)
     # subnormal floats (e.g. in decays towards zero) slow CPU convolutions 10-100×; flushing
     # them changes results by < 1e-38 per value (no effect on GPUs)

@@ -151,6 +151,7 @@ def test_a_plugin_option_typo_fails_with_a_suggestion(toy):
         ("+logger.projet=x", r"logger: unknown option"),
         ("+optimizer.momentun=0.5", r"did you mean 'momentum'"),
         ("+model.schedule=accumulated", r"model\.schedule applies to model\.loop=single_tasking"),
+        ("evaluate=maybe", r"train\.evaluate='maybe': expected bool"),
     ],
 )
 def test_bad_keys_and_types_fail_at_start_naming_the_key(tmp_path, override, message):
