@@ -18,7 +18,11 @@ def _batch(*maps: np.ndarray) -> torch.Tensor:
 
 
 def _scores(metric) -> dict[str, float]:
-    return {k: v.item() for k, v in metric.compute().items()}
+    """``metric.compute()`` as floats; for an edge metric only ODS F, OIS F and AP."""
+    out = {k: v.item() for k, v in metric.compute().items()}
+    if isinstance(metric, EdgeFMeasure):
+        out = {k: out[k] for k in ("odsF", "oisF", "AP")}
+    return out
 
 
 def _vertical_line(h: int, w: int, col: int, rows: range) -> np.ndarray:
