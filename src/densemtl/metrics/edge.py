@@ -138,6 +138,12 @@ def edge_nms(
         raise ValueError(
             f"edge_nms needs radius >= 1, border >= 0, margin > 0; got {radius}, {border}, {margin}"
         )
+    edge, cos_o, sin_o = _nms_orientation(image)
+    return _damp_border(_suppress(edge, cos_o, sin_o, int(radius), float(margin)), border)
+
+
+def _nms_orientation(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The radius-1 smoothed map and cos / sin of its edge-normal orientation (``edge_nms``)."""
     edge = _triangle_smooth(image, 1)
     smooth = _triangle_smooth(edge, 4)
     oy, ox = np.gradient(smooth)
@@ -146,9 +152,12 @@ def edge_nms(
     with np.errstate(divide="ignore", invalid="ignore"):  # oxx = -1e-5 exactly: ±inf or 0/0
         orientation = np.mod(np.arctan(oyy * np.sign(-oxy) / (oxx + 1e-5)), np.pi)
     orientation = np.nan_to_num(orientation, nan=0.0)
-    out = _suppress(edge, np.cos(orientation), np.sin(orientation), int(radius), float(margin))
+    return edge, np.cos(orientation), np.sin(orientation)
 
-    h, w = edge.shape
+
+def _damp_border(out: np.ndarray, border: int) -> np.ndarray:
+    """Multiply pixels within ``border`` of the image edge by ``distance / border``."""
+    h, w = out.shape
     s = min(border, w // 2, h // 2)
     col_weight = np.ones(w)
     row_weight = np.ones(h)
