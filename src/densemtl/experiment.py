@@ -251,6 +251,8 @@ def finish(
         "name": cfg["name"],
         "dataset": cfg["data"]["name"],
         "tasks": results,
+        # evaluation choices behind the values (edge NMS / AP, normals median, absent classes)
+        "protocol": {name: task.protocol() for name, task in module.tasks.items()},
         "config": to_plain(cfg),
         **extra,
     }

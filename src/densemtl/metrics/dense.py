@@ -15,7 +15,14 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["DepthMetric", "NormalsMetric", "RegressionMetric", "SegmentationMetric"]
+__all__ = [
+    "NORMALS_ENCODINGS",
+    "DepthMetric",
+    "NormalsMetric",
+    "RegressionMetric",
+    "SegmentationMetric",
+    "normals_encoding",
+]
 
 
 def _check_same_shape(metric: Metric, preds: Tensor, target: Tensor) -> None:
@@ -98,30 +105,56 @@ class SegmentationMetric(Metric):
         return {"mIoU": 100 * miou, "pixel_acc": 100 * hits.sum() / cm.sum()}
 
 
+#: 8-bit PNG encodings of a unit normal n (``NormalsMetric(quantize_8bit=...)``): v = round or
+#: floor of (n + 1)·127.5, decoded n = 2v/255 − 1
+NORMALS_ENCODINGS = ("round", "trunc")
+
+
+def normals_encoding(quantize_8bit: bool | str) -> str | None:
+    """``None`` (float prediction), ``"round"`` (also for ``True``) or ``"trunc"``."""
+    if quantize_8bit is False or quantize_8bit is None:
+        return None
+    if quantize_8bit is True:
+        return "round"
+    if quantize_8bit not in NORMALS_ENCODINGS:
+        raise ValueError(f"quantize_8bit must be false, true or one of {NORMALS_ENCODINGS}, "
+                         f"got {quantize_8bit!r}")
+    return quantize_8bit
+
+
 class NormalsMetric(Metric):
     """Angular error of surface normals, pooled over valid pixels (ground truth not all zero).
 
     Returns ``mean``, ``median``, ``rmse`` (degrees) and ``pct_11.25``, ``pct_22.5``, ``pct_30``
     (% of pixels with error below that angle). The angle is ``atan2(|p×t|, p·t)``, accurate also
-    near 0° where ``acos`` of a float dot product is not, and independent of vector lengths. The
-    median comes from a histogram of ``bin_width_deg`` bins (a summable state, so it syncs across
-    processes) and is exact to half a bin (0.005° by default). ``quantize_8bit`` first rounds the
-    prediction to the 8-bit PNG encoding v = round((n + 1)·255/2), n = 2v/255 − 1 — what a
-    prediction saved in the published format scores.
+    near 0° where ``acos`` of a float dot product is not, and independent of vector lengths.
+    ``median="exact"`` (default) keeps every angle (8 bytes per valid pixel, concatenated across
+    processes) and returns the exact median, the mean of the two middle angles for an even
+    count, as ``np.median`` of the public evaluation code; ``median="histogram"`` keeps only a
+    histogram of ``bin_width_deg`` bins (bounded memory) and returns the centre of the bin that
+    holds the median, exact to half a bin (0.005° by default). ``quantize_8bit`` first maps the
+    prediction through its 8-bit PNG encoding v = round((n + 1)·127.5) (``True`` or ``"round"``)
+    or v = floor((n + 1)·127.5) (``"trunc"``, the public pipeline's ``astype(uint8)``), then
+    n = 2v/255 − 1 — what a prediction saved in that format scores.
     """
 
     is_differentiable = False
     full_state_update = False
     THRESHOLDS = (11.25, 22.5, 30.0)
+    MEDIANS = ("exact", "histogram")
 
     def __init__(
-        self, bin_width_deg: float = 0.01, quantize_8bit: bool = False, **kwargs
+        self, bin_width_deg: float = 0.01, quantize_8bit: bool | str = False,
+        median: str = "exact", **kwargs
     ) -> None:
         super().__init__(**kwargs)
         if not 0 < bin_width_deg <= 1:
             raise ValueError(f"bin_width_deg must be in (0, 1], got {bin_width_deg!r}")
+        if median not in self.MEDIANS:
+            raise ValueError(f"median must be one of {self.MEDIANS}, got {median!r}")
         self.bin_width = float(bin_width_deg)
-        self.quantize_8bit = bool(quantize_8bit)
+        self.encoding = normals_encoding(quantize_8bit)
+        self.median = median
         self.num_bins = math.ceil(180.0 / self.bin_width)
         zero = torch.zeros((), dtype=torch.float64)
         self.add_state("angle_sum", default=zero.clone(), dist_reduce_fx="sum")
@@ -131,16 +164,22 @@ class NormalsMetric(Metric):
             "below", default=torch.zeros(len(self.THRESHOLDS), dtype=torch.long),
             dist_reduce_fx="sum",
         )
-        self.add_state(
-            "histogram", default=torch.zeros(self.num_bins, dtype=torch.long), dist_reduce_fx="sum"
-        )
+        if median == "exact":
+            self.add_state("angles", default=[], dist_reduce_fx="cat")
+        else:
+            self.add_state(
+                "histogram", default=torch.zeros(self.num_bins, dtype=torch.long),
+                dist_reduce_fx="sum",
+            )
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add decoded normals ``preds`` (B×3×H×W) against ``target`` (B×3×H×W, zero = invalid)."""
         _check_dense(self, preds, target, 3)
         valid = (target != 0).any(dim=1)
-        if self.quantize_8bit:
-            preds = torch.round((preds.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+        if self.encoding is not None:
+            scaled = (preds.clamp(-1, 1) + 1) * 127.5
+            levels = torch.round(scaled) if self.encoding == "round" else torch.floor(scaled)
+            preds = levels / 127.5 - 1
         p = preds.permute(0, 2, 3, 1)[valid].double()
         t = target.permute(0, 2, 3, 1)[valid].double()
         angle = torch.rad2deg(
@@ -150,8 +189,11 @@ class NormalsMetric(Metric):
         self.angle_sq_sum += angle.square().sum()
         self.count += angle.numel()
         self.below += torch.stack([(angle < th).sum() for th in self.THRESHOLDS])
-        bins = (angle / self.bin_width).long().clamp_(0, self.num_bins - 1)
-        self.histogram += torch.bincount(bins, minlength=self.num_bins)
+        if self.median == "exact":
+            self.angles.append(angle)
+        else:
+            bins = (angle / self.bin_width).long().clamp_(0, self.num_bins - 1)
+            self.histogram += torch.bincount(bins, minlength=self.num_bins)
 
     def _value_of_rank(self, rank: int) -> Tensor:
         """Centre of the histogram bin that holds the ``rank``-th smallest angle (1-based)."""
@@ -159,15 +201,25 @@ class NormalsMetric(Metric):
         index = torch.searchsorted(cumulative, torch.tensor(rank, device=cumulative.device))
         return (index.double() + 0.5) * self.bin_width
 
+    def _median(self, n: int) -> Tensor:
+        """The median of the ``n`` (> 0) angles seen, exact or from the histogram."""
+        if self.median == "exact":
+            angles = self.angles if isinstance(self.angles, Tensor) else torch.cat(self.angles)
+            ordered = angles.sort().values
+            if n % 2:
+                return ordered[n // 2]
+            return (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+        if n % 2:
+            return self._value_of_rank((n + 1) // 2)
+        return (self._value_of_rank(n // 2) + self._value_of_rank(n // 2 + 1)) / 2
+
     def compute(self) -> dict[str, Tensor]:
         """Pooled angle statistics over every valid pixel seen (NaN if there were none)."""
         n = int(self.count)
         if n == 0:
             median = torch.tensor(math.nan, dtype=torch.float64, device=self.count.device)
-        elif n % 2:
-            median = self._value_of_rank((n + 1) // 2)
         else:
-            median = (self._value_of_rank(n // 2) + self._value_of_rank(n // 2 + 1)) / 2
+            median = self._median(n)
         denom = self.count.double()
         out = {
             "mean": self.angle_sum / denom,

@@ -78,6 +78,11 @@ class Task(ABC):
     #: metric name -> True if higher is better; these enter Δm (SPEC §6).
     primary_metrics: ClassVar[dict[str, bool]] = {}
 
+    def protocol(self) -> dict[str, Any]:
+        """The evaluation choices behind this task's metric values (recorded in
+        ``metrics.json`` beside them, since published code bases differ on them)."""
+        return {}
+
     # -- label geometry (numpy, H×W×C, applied after the pixels were resampled) ----------------
     def hflip_label(self, label: np.ndarray) -> np.ndarray:
         """Fix label *values* after a horizontal flip of the pixel grid (e.g. negate normals' x)."""

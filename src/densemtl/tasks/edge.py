@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -18,7 +20,9 @@ class Edge(BinaryMapTask):
     the same weighted sum by all pixels of the batch; the two agree when nothing is ignored (the
     paper: "averaged to the number of samples the prediction contains"). ``max_dist`` is the
     matching tolerance of the odsF evaluation as a fraction of the image diagonal (0.0075 PASCAL,
-    0.011 NYUD).
+    0.011 NYUD); ``nms`` whether the soft maps go through non-maximum suppression before the
+    thresholds (the evaluation scripts of the code bases differ); ``ap`` the AP protocol
+    (``"trapezoid"`` area or ``"bsds"``, see ``EdgeFMeasure``).
     """
 
     name = "edge"
@@ -30,14 +34,22 @@ class Edge(BinaryMapTask):
         pos_weight: float = 0.95,
         max_dist: float = 0.0075,
         thresholds: int = 99,
+        nms: bool = True,
+        ap: str = "trapezoid",
         weight: float | None = None,
     ):
         super().__init__(weight)
         if not 0.0 <= pos_weight <= 1.0:
             raise ValueError(f"{self.name}: pos_weight must be in [0, 1], got {pos_weight!r}")
+        if not isinstance(nms, bool):
+            raise ValueError(f"{self.name}: nms must be true or false, got {nms!r}")
+        if ap not in ("trapezoid", "bsds"):
+            raise ValueError(f"{self.name}: ap must be 'trapezoid' or 'bsds', got {ap!r}")
         self.pos_weight = float(pos_weight)
         self.max_dist = float(max_dist)
         self.thresholds = int(thresholds)
+        self.nms = nms
+        self.ap = ap
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """Positive-weighted BCE over valid pixels."""
@@ -52,7 +64,13 @@ class Edge(BinaryMapTask):
         """
         from densemtl.metrics.edge import EdgeFMeasure
 
-        return EdgeFMeasure(max_dist=self.max_dist, thresholds=self.thresholds)
+        return EdgeFMeasure(max_dist=self.max_dist, thresholds=self.thresholds, nms=self.nms,
+                            ap=self.ap)
+
+    def protocol(self) -> dict[str, Any]:
+        """Tolerance, thresholds, NMS and AP protocol of the odsF / oisF / AP values."""
+        return {"max_dist": self.max_dist, "thresholds": self.thresholds, "nms": self.nms,
+                "ap": self.ap, "ods": "interpolated (findBestRPF)"}
 
     def __repr__(self) -> str:
         return f"Edge(pos_weight={self.pos_weight}, weight={self.weight})"

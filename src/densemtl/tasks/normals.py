@@ -7,12 +7,13 @@ y). All-zero ground truth marks invalid pixels (``ignore_value`` 0).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
-from densemtl.metrics.dense import NormalsMetric
+from densemtl.metrics.dense import NormalsMetric, normals_encoding
 from densemtl.tasks.base import Task, register_task
 from densemtl.tasks.common import check_pair, colorize_unit, masked_l1
 
@@ -21,7 +22,8 @@ from densemtl.tasks.common import check_pair, colorize_unit, masked_l1
 class Normals(Task):
     """Normals (SPEC §1), weight 10: L1 between the L2-normalised prediction and the GT as given
     (as in the ASTMT code, only the prediction is normalised), averaged over valid pixels and
-    channels."""
+    channels. ``quantize_8bit`` (false, true = ``"round"``, ``"trunc"``) scores the prediction's
+    8-bit PNG encoding; ``median`` is ``"exact"`` or ``"histogram"`` (see ``NormalsMetric``)."""
 
     name = "normals"
     kind = "dense"
@@ -30,9 +32,14 @@ class Normals(Task):
     ignore_value = 0
     primary_metrics = {"mean": False}
 
-    def __init__(self, quantize_8bit: bool = False, weight: float | None = None) -> None:
+    def __init__(self, quantize_8bit: bool | str = False, median: str = "exact",
+                 weight: float | None = None) -> None:
         super().__init__(weight)
-        self.quantize_8bit = bool(quantize_8bit)
+        self.encoding = normals_encoding(quantize_8bit)
+        if median not in NormalsMetric.MEDIANS:
+            raise ValueError(f"{self.name}: median must be one of {NormalsMetric.MEDIANS}, "
+                             f"got {median!r}")
+        self.median = median
 
     @property
     def out_channels(self) -> int:
@@ -55,7 +62,11 @@ class Normals(Task):
     def make_metric(self) -> NormalsMetric:
         """Pooled angle errors: mean, median, rmse, % below 11.25° / 22.5° / 30° (of the float
         prediction, or of its 8-bit PNG encoding with ``quantize_8bit``)."""
-        return NormalsMetric(quantize_8bit=self.quantize_8bit)
+        return NormalsMetric(quantize_8bit=self.encoding or False, median=self.median)
+
+    def protocol(self) -> dict[str, Any]:
+        """Which prediction is scored (float or an 8-bit encoding) and how the median is taken."""
+        return {"encoding": self.encoding or "float", "median": self.median}
 
     def hflip_label(self, label: np.ndarray) -> np.ndarray:
         """A mirrored surface faces the mirrored way: negate x."""

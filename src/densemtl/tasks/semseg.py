@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from torch import Tensor
 
@@ -30,6 +32,9 @@ class SemSeg(Task):
         super().__init__(weight)
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"{self.name}: num_classes must be an int ≥ 2, got {num_classes!r}")
+        if absent not in SegmentationMetric.ABSENT_MODES:
+            raise ValueError(f"{self.name}: absent must be one of "
+                             f"{SegmentationMetric.ABSENT_MODES}, got {absent!r}")
         self.num_classes = num_classes
         self.absent = absent
 
@@ -50,6 +55,10 @@ class SemSeg(Task):
     def make_metric(self) -> SegmentationMetric:
         """Dataset-wide confusion matrix -> ``{"mIoU", "pixel_acc"}`` in %."""
         return SegmentationMetric(self.num_classes, int(self.ignore_value), absent=self.absent)
+
+    def protocol(self) -> dict[str, Any]:
+        """How a class absent from prediction and ground truth enters the mIoU."""
+        return {"absent": self.absent}
 
     def colorize(self, label: Tensor) -> np.ndarray:
         """VOC palette; ignore (255) in IGNORE_RGB."""
