@@ -11,7 +11,6 @@ Layout (the tree released with ASTMT / MTI-Net)::
       normals_distill/<id>.png                   n = 2v/255 − 1
       sal_distill/<id>.png                       positive where v/255 > 0.5
       pascal-context/trainval/<id>.mat           ``LabelMap``, 459 classes
-      json/{nyu_classes,context_classes}.json    class names -> the normals' valid classes
 
 Decoding, as the public loaders do it:
 
@@ -25,13 +24,17 @@ Decoding, as the public loaders do it:
 * edges — the 459-class ``LabelMap`` (wall/floor boundaries count) through the 4-neighbour
   Laplacian of OpenCV's ``cv2.Laplacian`` (border reflect-101), non-zero -> 1, then thinned
   (scikit-image ``thin``). Derived once per id and cached as PNG under ``cache_dir/edges``.
-* normals — valid only on ``LabelMap`` classes whose names are both in ``nyu_classes.json`` and
-  ``context_classes.json`` (not "unknown"), plus ``tvmonitor``; zero elsewhere. The mask comes
-  from ``LabelMap``, never from the PNG (2v/255 − 1 is never exactly 0).
+* normals — valid only on ``LabelMap`` classes whose names are both in the NYU class list and
+  the 459-class Context list (not "unknown"), plus ``tvmonitor``; zero elsewhere. The mask comes
+  from ``LabelMap``, never from the PNG (2v/255 − 1 is never exactly 0). The public code bases
+  ship the two lists with their code (``nyu_classes.json``, ``context_classes.json``), not with
+  the tree; so does this package (``densemtl/data/class_lists/``). A tree that carries its own
+  ``json/`` copies is checked against them and refused if they differ.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -52,7 +55,6 @@ from densemtl.data.formats import (
     read_mat,
     read_png,
     write_image,
-    write_json,
     write_lines,
     write_mat,
 )
@@ -70,6 +72,32 @@ HUMAN_PARTS_6 = {
     "luleg": 5, "ruleg": 5,
     "lfoot": 6, "llleg": 6, "rfoot": 6, "rlleg": 6,
 }
+
+
+CLASS_LISTS = ("nyu_classes.json", "context_classes.json")
+
+
+def class_list(name: str, root: str | os.PathLike | None = None) -> dict[str, int]:
+    """The shipped class list ``name`` (class name -> id); with ``root``, a ``<root>/json/``
+    copy of it, when the tree has one, must hold the same entries."""
+    from importlib.resources import files
+
+    shipped = json.loads(files("densemtl.data").joinpath("class_lists", name).read_text())
+    if root is not None:
+        copy = Path(root) / "json" / name
+        if copy.is_file() and read_json(copy) != shipped:
+            raise DataFormatError(copy, f"differs from the {name} the public code bases ship "
+                                        f"(densemtl/data/class_lists/{name}); remove the tree's "
+                                        f"copy or restore the published one")
+    return shipped
+
+
+def normals_valid_classes(root: str | os.PathLike | None = None) -> np.ndarray:
+    """Context class ids of the classes also in the NYU list (not "unknown"), plus
+    ``tvmonitor``: where the distilled PASCAL normals are valid (sorted ``int64``)."""
+    nyu, context = (class_list(name, root) for name in CLASS_LISTS)
+    valid = [context[name] for name in nyu if name in context and name != "unknown"]
+    return np.array(sorted(set(valid + [context["tvmonitor"]])), dtype=np.int64)
 
 
 def laplacian_edges(label_map: np.ndarray) -> np.ndarray:
@@ -159,14 +187,7 @@ class PascalContext(BenchmarkDataset):
     @cached_property
     def normals_valid_classes(self) -> np.ndarray:
         """``LabelMap`` class ids on which the distilled normals count."""
-        nyu = read_json(self.root / "json" / "nyu_classes.json")
-        context_path = self.root / "json" / "context_classes.json"
-        context = read_json(context_path)
-        if not isinstance(context, dict) or "tvmonitor" not in context:
-            raise DataFormatError(context_path, "expected a JSON object class name -> id "
-                                                "that includes 'tvmonitor'")
-        valid = [context[name] for name in nyu if name in context and name != "unknown"]
-        return np.array(sorted(set(valid + [context["tvmonitor"]])), dtype=np.int64)
+        return normals_valid_classes(self.root)
 
     def label_map(self, sample_id: str, size: tuple[int, int] | None) -> np.ndarray:
         """The ``LabelMap`` of a sample, checked against the image size."""
@@ -224,9 +245,9 @@ class PascalContext(BenchmarkDataset):
 
 
 # -- fixture ----------------------------------------------------------------------------------
-#: fixture's LabelMap class ids (made up, consistent with the fixture's json files)
-FIXTURE_CONTEXT_CLASSES = {"wall": 5, "floor": 6, "sky": 7, "person": 8, "tvmonitor": 9}
-FIXTURE_NYU_CLASSES = ["unknown", "wall", "floor", "person"]
+#: fixture's LabelMap classes, by their ids in the Context list (wall and floor are also NYU
+#: classes, so the normals are valid there; sky is not)
+FIXTURE_CONTEXT_CLASSES = {"wall": 440, "floor": 158, "sky": 360}
 FIXTURE_SIZE = (24, 32)
 
 
@@ -254,8 +275,9 @@ def write_fixture(root: str | os.PathLike) -> Path:
 
     Hand-known contents:
 
-    * ``LabelMap`` of every id: rows 0–11 wall (5), rows 12–23 floor (6), a sky (7) block at
-      rows 0–3, cols 0–5 -> edges along the wall/floor boundary; normals invalid on the sky.
+    * ``LabelMap`` of every id: rows 0–11 wall (440), rows 12–23 floor (158), a sky (360)
+      block at rows 0–3, cols 0–5 -> edges along the wall/floor boundary and around the sky;
+      normals invalid on the sky. Nothing beyond the published files (no ``json/``).
     * ``2008_000001`` (train): VOC12 semseg = 15 in rows 4–19 × cols 8–23 (else 0) *and* a
       PASCAL-Context semseg of all 7 (the VOC12 one must win); person with parts head (rows 4–7,
       cols 12–19), torso (rows 8–13), luarm (rows 8–13, cols 8–11), lfoot (rows 18–19); a dog
@@ -304,6 +326,4 @@ def write_fixture(root: str | os.PathLike) -> Path:
     write_image(root / "semseg" / "VOC12" / "2008_000001.png", (person * 15).astype(np.uint8))
     write_lines(root / "ImageSets" / "Context" / "train.txt", ["2008_000001", "2008_000002"])
     write_lines(root / "ImageSets" / "Context" / "val.txt", ["2008_000003", "2008_000004"])
-    write_json(root / "json" / "context_classes.json", FIXTURE_CONTEXT_CLASSES)
-    write_json(root / "json" / "nyu_classes.json", FIXTURE_NYU_CLASSES)
     return root
