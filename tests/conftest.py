@@ -1,8 +1,12 @@
 """Shared pytest set-up: offline environment, the ``--runslow`` switch, small helpers."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# dataset caches (derived labels, verification stamps) default to the user cache directory:
+# keep the tests' out of the real one
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="densemtl-test-cache-")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 

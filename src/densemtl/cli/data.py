@@ -24,13 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     benchmarks = ["pascal_context", "nyud", "taskonomy", "fsv"]
     variants = ["npy_480x640", "png_425x560"]
-    verify = sub.add_parser("verify", help="check a benchmark tree (exit 1 on problems)")
+    verify = sub.add_parser("verify", help="check a benchmark tree (exit 1: broken files, "
+                                           "2: loadable but not the published size)")
     verify.add_argument("dataset", choices=benchmarks)
     verify.add_argument("root", help="the tree's root directory (e.g. .../PASCAL_MT)")
     verify.add_argument("--variant", choices=variants, default=None, help="NYUD variant")
     verify.add_argument("--subset", action="store_true",
                         help="a partial tree or fixture: do not compare with published counts")
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    verify.add_argument("--cache-dir", default=None,
+                        help="cache directory (default: the one training uses, "
+                             "$XDG_CACHE_HOME/densemtl/<dataset>-<hash>)")
     fixture = sub.add_parser("fixture", help="write a tiny tree in the published format")
     fixture.add_argument("dataset", choices=benchmarks)
     fixture.add_argument("dir", help="directory to write the tree into")
@@ -57,9 +61,10 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         from densemtl.data.verify import format_report, verify_tree
 
         report = verify_tree(args.dataset, args.root, subset=args.subset,
-                             progress=not args.no_progress, **_variant_kwargs(args))
+                             progress=not args.no_progress, cache_dir=args.cache_dir,
+                             **_variant_kwargs(args))
         print(format_report(report))
-        return 0 if report.ok else 1
+        return report.exit_status
     if args.command == "fixture":
         from densemtl.data.verify import write_fixture
 

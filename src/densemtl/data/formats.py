@@ -261,6 +261,21 @@ def save_prediction(task: str, pred: Any, path: str | os.PathLike) -> Path:
 
 
 # -- the shared dataset base ------------------------------------------------------------------
+_ANNOUNCED: set[Path] = set()
+
+
+def default_cache_dir(dataset: str, root: str | os.PathLike) -> Path:
+    """Where a tree's caches go unless ``cache_dir`` is given: ``$XDG_CACHE_HOME/densemtl``
+    (``~/.cache/densemtl`` without it) / ``<dataset>-<hash of the tree's absolute path>``.
+
+    Not the tree itself: dataset roots are often shared and read-only, and a cache that cannot be
+    written silently costs the derivation again on every run.
+    """
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "densemtl"
+    key = hashlib.sha256(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:12]
+    return base / f"{dataset}-{key}"
+
+
 def _fingerprint(paths: Iterable[Path], extra: str) -> str:
     """Hash of (path, size, mtime) of every file: changes when any file is added/edited."""
     digest = hashlib.sha256(extra.encode())
@@ -305,7 +320,9 @@ class BenchmarkDataset(Dataset, ABC):
     once (the result is remembered in ``cache_dir`` by a fingerprint of file sizes and times),
     ``"files"`` only checks that they exist, ``"none"`` trusts the tree. Bad samples make the
     constructor raise :class:`BadTreeError` naming every bad file, unless ``skip_bad_samples``:
-    then they are dropped, listed on stderr and kept in ``self.skipped``.
+    then they are dropped, listed on stderr and kept in ``self.skipped``. A split left without
+    samples is refused. ``cache_dir`` (derived labels, verification stamps) defaults to
+    ``default_cache_dir``; its location is printed once per process.
     """
 
     NAME: ClassVar[str]
@@ -332,10 +349,16 @@ class BenchmarkDataset(Dataset, ABC):
             raise ValueError(f"check must be one of {', '.join(CHECK_LEVELS)}, got {check!r}")
         self.split = split
         self.tasks = list(tasks)
-        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".densemtl_cache"
+        self.cache_dir = (Path(cache_dir).expanduser() if cache_dir
+                          else default_cache_dir(self.NAME, self.root))
+        if self.cache_dir not in _ANNOUNCED:
+            _ANNOUNCED.add(self.cache_dir)
+            print(f"{self.NAME}: caches (derived labels, verification stamps) in "
+                  f"{self.cache_dir} (set data.cache_dir to move them)", file=sys.stderr)
         self.progress = progress
         self.ids = read_split(self.split_file(split))
         self.prepare_ids()
+        self._refuse_empty("lists no ids")
         self.skipped: list[Problem] = []
         if check != "none":
             problems = self.scan(full=check == "full")
@@ -348,6 +371,15 @@ class BenchmarkDataset(Dataset, ABC):
                 listing = "\n  ".join(str(p) for p in problems)
                 print(f"{self.NAME} {split}: skipping {len(bad)} bad sample(s) "
                       f"(data.skip_bad_samples=true):\n  {listing}", file=sys.stderr)
+                self._refuse_empty("has no sample left after skipping the bad ones")
+
+    def _refuse_empty(self, why: str) -> None:
+        """Raise a clear error for a split without samples (a sampler would fail later with
+        ``num_samples=0``)."""
+        if not self.ids:
+            raise DataFormatError(self.split_file(self.split),
+                                  f"{self.NAME} split {self.split!r} {why}; check data.root "
+                                  f"and data.{self.split}_split (or the split file)")
 
     # -- to implement ------------------------------------------------------------------------
     @abstractmethod
@@ -418,14 +450,31 @@ class BenchmarkDataset(Dataset, ABC):
                 check.problems.append(Problem(sample_id, err.path, err.problem))
         return check
 
-    def scan(self, full: bool = True) -> list[Problem]:
-        """Problems of every sample of the split (cached by fingerprint once a scan is clean)."""
+    def verified_stamp(self, tasks: Sequence[str] | None = None) -> Path:
+        """The file whose existence says this split (``tasks``, default this dataset's, with
+        these file sizes and times) decoded cleanly; training's ``check="full"`` and
+        ``densemtl-data verify`` (which checks every task) share it."""
+        tasks = sorted(self.tasks if tasks is None else tasks)
         files = [self.split_file(self.split)] + [
             p for i in self.ids for p in [self.image_path(i)]
-            + [q for t in self.tasks for q in self.label_files(i, t)]]
-        key = _fingerprint(files, f"{self.NAME}|{self.split}|{sorted(self.tasks)}|{self.meta()}")
-        stamp = self.cache_dir / "verified" / f"{self.split}-{key[:32]}"
-        if full and stamp.is_file():
+            + [q for t in tasks for q in self.label_files(i, t)]]
+        key = _fingerprint(files, f"{self.NAME}|{self.split}|{tasks}|{self.meta()}")
+        return self.cache_dir / "verified" / f"{self.split}-{key[:32]}"
+
+    def mark_verified(self) -> None:
+        """Write ``verified_stamp`` (a warning, not an error, where the cache is unwritable)."""
+        stamp = self.verified_stamp()
+        try:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.touch()
+        except OSError as err:
+            print(f"{self.NAME}: cannot write the verification stamp in {self.cache_dir} "
+                  f"({err}); the tree is decoded again next time", file=sys.stderr)
+
+    def scan(self, full: bool = True) -> list[Problem]:
+        """Problems of every sample of the split (cached by fingerprint once a scan is clean)."""
+        if full and (self.verified_stamp().is_file()
+                     or self.verified_stamp(self.TASKS).is_file()):  # all tasks verified
             return []
         from tqdm import tqdm
 
@@ -434,9 +483,5 @@ class BenchmarkDataset(Dataset, ABC):
                               disable=not self.progress, leave=False):
             problems += self.check_sample(sample_id, full=full).problems
         if full and not problems:
-            try:
-                stamp.parent.mkdir(parents=True, exist_ok=True)
-                stamp.touch()
-            except OSError:
-                pass  # a read-only tree: verified again next time
+            self.mark_verified()
         return problems

@@ -23,10 +23,14 @@ def test_clean_fixture_passes_and_published_counts_are_compared(tmp_path, capsys
     out = capsys.readouterr().out
     assert "edge 2/2, semseg 2/2, human_parts 2/2, normals 2/2, sal 2/2" in out
     assert "Summary: OK" in out
-    assert main(["verify", "pascal_context", str(tmp_path / "P"), "--no-progress"]) == 1
+    # without --subset: loadable (no broken file) but not the published size → exit 2, and the
+    # differences are listed apart from broken files
+    assert main(["verify", "pascal_context", str(tmp_path / "P"), "--no-progress"]) == 2
     out = capsys.readouterr().out
+    assert "not the published size:\n      " in out and "broken files:" not in out
     assert "2 ids, the published train split has 4998" in out
-    assert "the published val split has 5105" in out and "Summary: FAILED" in out
+    assert "the published val split has 5105" in out and "Summary: OK" in out
+    assert "0 broken file problem(s)" in out and "2 difference(s) from the published" in out
 
 
 @pytest.fixture
@@ -50,7 +54,7 @@ def test_verify_names_every_bad_file(broken_nyud, capsys):
     assert (f"{broken_nyud / 'edge' / '0003.npy'}: label of size (10, 10) does not match the "
             "image size (24, 32)") in out
     assert f"{broken_nyud / 'depth' / '0004.npy'}: 1 NaN/infinite value(s)" in out
-    assert "semseg 1/2, depth 1/2" in out and "4 problem(s) in 4 file(s)" in out
+    assert "semseg 1/2, depth 1/2" in out and "4 broken file problem(s) in 4 file(s)" in out
 
 
 def test_training_refuses_bad_tree_unless_skipping(broken_nyud, capsys):
@@ -58,17 +62,22 @@ def test_training_refuses_bad_tree_unless_skipping(broken_nyud, capsys):
         NYUD(broken_nyud, "val", NYUD_TASKS, progress=False)
     assert "0003.npy" in str(err.value) and "0004.npy" in str(err.value)
     assert "skip_bad_samples" in str(err.value)
-    ds = NYUD(broken_nyud, "val", NYUD_TASKS, skip_bad_samples=True, progress=False)
-    assert len(ds) == 0 and {p.sample for p in ds.skipped} == {"0003", "0004"}
+    # every val sample is bad: skipping them leaves an empty split, refused before a sampler
+    # would fail with num_samples=0
+    with pytest.raises(DataFormatError, match="has no sample left after skipping"):
+        NYUD(broken_nyud, "val", NYUD_TASKS, skip_bad_samples=True, progress=False)
     assert "skipping 2 bad sample(s)" in capsys.readouterr().err
+    ds = NYUD(broken_nyud, "val", ["semseg", "normals", "edge"], skip_bad_samples=True,
+              progress=False)
+    assert ds.ids == ["0004"] and {p.sample for p in ds.skipped} == {"0003"}
     # tasks that do not read the bad files keep their samples
     assert len(NYUD(broken_nyud, "val", ["semseg", "normals"], progress=False)) == 2
 
 
 def test_verified_tree_is_rechecked_after_a_file_changes(tmp_path):
     root = write_fixture("nyud", tmp_path / "NYUD_MT")
-    NYUD(root, "train", NYUD_TASKS, progress=False)
-    assert len(list((root / ".densemtl_cache" / "verified").iterdir())) == 1
+    ds = NYUD(root, "train", NYUD_TASKS, progress=False)
+    assert len(list((ds.cache_dir / "verified").iterdir())) == 1
     (root / "normals" / "0002.npy").write_bytes(b"garbage")
     with pytest.raises(BadTreeError, match="0002.npy: unreadable .npy"):
         NYUD(root, "train", NYUD_TASKS, progress=False)
