@@ -231,15 +231,17 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
     return path
 
 
-def save_prediction(task: str, pred: Any, path: str | os.PathLike) -> Path:
+def save_prediction(task: str, pred: Any, path: str | os.PathLike,
+                    normals_encoding: str = "round") -> Path:
     """Save one image's *decoded* prediction (``C×H×W`` tensor or array, cropped to the image)
     in the published format of its task, for external toolboxes.
 
     ``edge`` / ``sal``: 8-bit PNG of round(255·p) (what the BSDS / SEISM edge benchmarks and the
     saliency toolboxes read); ``semseg`` / ``human_parts``: 8-bit PNG of class ids; ``normals``:
-    8-bit RGB PNG of round(255·(n + 1)/2) (the PASCAL ``normals_distill`` encoding); ``depth``
-    and any other dense task: ``float32`` ``.npy`` (``H×W`` for one channel). The suffix of
-    ``path`` is replaced by the format's.
+    8-bit RGB PNG of round(255·(n + 1)/2) (the PASCAL ``normals_distill`` encoding), or with
+    ``normals_encoding="trunc"`` floor(255·(n + 1)/2), as the public pipeline's ``astype(uint8)``
+    saves it; ``depth`` and any other dense task: ``float32`` ``.npy`` (``H×W`` for one
+    channel). The suffix of ``path`` is replaced by the format's.
     """
     array = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
     if task in ("semseg", "human_parts"):
@@ -254,8 +256,12 @@ def save_prediction(task: str, pred: Any, path: str | os.PathLike) -> Path:
         prob = np.clip(array[0], 0.0, 1.0)
         return write_image(Path(path).with_suffix(".png"), np.rint(255 * prob).astype(np.uint8))
     if task == "normals":
-        rgb = np.rint(255 * (np.clip(array.transpose(1, 2, 0), -1, 1) + 1) / 2).astype(np.uint8)
-        return write_image(Path(path).with_suffix(".png"), rgb)
+        if normals_encoding not in ("round", "trunc"):
+            raise ValueError(f"normals_encoding must be 'round' or 'trunc', got "
+                             f"{normals_encoding!r}")
+        scaled = 255 * (np.clip(array.transpose(1, 2, 0), -1, 1) + 1) / 2
+        rgb = (np.rint(scaled) if normals_encoding == "round" else np.floor(scaled))
+        return write_image(Path(path).with_suffix(".png"), rgb.astype(np.uint8))
     out = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
     return write_npy(Path(path).with_suffix(".npy"), out.astype(np.float32))
 
