@@ -96,11 +96,14 @@ def score_directory(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, max_
     levels = edge_thresholds(thresholds)
     pairs = _pairs(Path(pred_dir), Path(gt_dir))
     work = partial(_image_counts, thresholds=levels, max_dist=max_dist, nms=nms)
-    if workers > 1:
+    # the first image in this process compiles (or loads) the kernels, which forked workers
+    # then inherit instead of each loading them again
+    per_image = [work(pairs[0])]
+    if workers > 1 and len(pairs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            per_image = list(pool.map(work, pairs, chunksize=4))
+            per_image += pool.map(work, pairs[1:], chunksize=4)
     else:
-        per_image = [work(pair) for pair in pairs]
+        per_image += [work(pair) for pair in pairs[1:]]
     counts = np.sum(per_image, axis=0)
     ois = np.sum([best_image_counts(c) for c in per_image], axis=0)
     return {"scores": edge_scores(counts, ois, levels, ap=ap), "images": len(pairs),
