@@ -38,6 +38,11 @@ def test_train_cli_writes_results_and_safe_checkpoint_that_eval_reproduces(tmp_p
     assert set(metrics["tasks"]) == {"semseg", "human_parts", "edge", "normals", "sal", "depth"}
     values = finite_values(metrics["tasks"])
     assert values and all(math.isfinite(v) for v in values)
+    # the evaluation choices behind the values, per task (synthetic defaults)
+    edge = metrics["protocol"]["edge"]
+    assert edge["nms"] is True and edge["ap"] == "trapezoid" and edge["thresholds"] == 99
+    assert metrics["protocol"]["normals"] == {"encoding": "float", "median": "exact"}
+    assert metrics["protocol"]["semseg"] == {"absent": "skip"}
     assert metrics["resources"]["parameters"]["total"] > 0
     per_task = metrics["resources"]["parameters"]["per_task"]
     assert all(n > 0 for n in per_task.values())  # SE modulation: every task owns parameters
