@@ -103,9 +103,18 @@ def test_console_script_prints_and_writes_json_and_refuses_one_sided_ids(tmp_pat
     assert "ODS F" in out.stdout and "OIS F 100.00" in out.stdout
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["images"] == 2 and saved["scores"]["oisF"] == pytest.approx(100.0)
+    # a GT directory that also holds other splits' labels: --split picks the ids
+    write_npy(gt_dir / "c.npy", np.zeros((30, 40), np.float32))
+    assert main([str(pred_dir), str(gt_dir), "--max-dist", "0.0075"]) == 1
+    assert "1 id(s) without a prediction" in capsys.readouterr().err
+    (tmp_path / "val.txt").write_text("a\nb\n")
+    assert main([str(pred_dir), str(gt_dir), "--max-dist", "0.0075", "--split",
+                 str(tmp_path / "val.txt"), "--no-nms", "--thresholds", "3"]) == 0
+    assert "OIS F 100.00" in capsys.readouterr().out
     (gt_dir / "b.npy").unlink()
     assert main([str(pred_dir), str(gt_dir), "--max-dist", "0.0075"]) == 1
     assert "1 id(s) without ground truth" in capsys.readouterr().err
+    (gt_dir / "c.npy").unlink()
     write_image(gt_dir / "b.png", np.full((30, 40), 7, dtype=np.uint8))
     assert main([str(pred_dir), str(gt_dir), "--max-dist", "0.0075"]) == 1
     assert "0/1 or 0/255" in capsys.readouterr().err

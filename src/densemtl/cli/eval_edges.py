@@ -8,8 +8,10 @@ and the public code bases write). Ground truth, by suffix, as the datasets publi
 ``<id>.png`` with 0 / 255 (or 0 / 1) values (NYUD-v2 ``NYUDv2/edge``), ``<id>.npy`` in {0, 1}
 (``NYUD_MT/edge``), or ``<id>.mat`` holding ``LabelMap`` (PASCAL-Context
 ``pascal-context/trainval``: the suite's Laplacian + thinning edges). Every prediction needs its
-ground truth and the other way round. The protocol is ``EdgeFMeasure``'s (see
-``densemtl.metrics.edge``), so any code base's predictions are scored as the suite scores its own.
+ground truth and the other way round, or, with ``--split FILE`` (one id per line, e.g.
+``ImageSets/Context/val.txt``), every listed id needs both. The protocol is ``EdgeFMeasure``'s
+(see ``densemtl.metrics.edge``), so any code base's predictions are scored as the suite scores
+its own.
 """
 
 from __future__ import annotations
@@ -54,13 +56,25 @@ def read_edge_ground_truth(path: Path) -> np.ndarray:
     return (raw > 0).astype(np.float64)
 
 
-def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[str, Path, Path]]:
-    """(id, prediction, ground truth) for every id; a clear error on one-sided ids."""
+def _pairs(pred_dir: Path, gt_dir: Path, split: Path | None = None
+           ) -> list[tuple[str, Path, Path]]:
+    """(id, prediction, ground truth) for every id (of ``split`` if given); a clear error on
+    ids with only one of the two."""
     for what, d in (("prediction", pred_dir), ("ground-truth", gt_dir)):
         if not d.is_dir():
             raise ValueError(f"{what} directory {d} does not exist")
     preds = {p.stem: p for p in pred_dir.iterdir() if p.suffix == ".png"}
     gts = {p.stem: p for p in gt_dir.iterdir() if p.suffix in GT_SUFFIXES}
+    if split is not None:
+        from densemtl.data.formats import read_split
+
+        wanted = set(read_split(split))
+        preds = {i: p for i, p in preds.items() if i in wanted}
+        gts = {i: p for i, p in gts.items() if i in wanted}
+        wanted_missing = sorted(wanted - set(preds) - set(gts))
+        if wanted_missing:
+            raise ValueError(f"{len(wanted_missing)} id(s) of {split} have neither prediction "
+                             f"nor ground truth: {', '.join(wanted_missing[:5])}")
     if not preds:
         raise ValueError(f"no <id>.png predictions in {pred_dir}")
     no_gt, no_pred = sorted(set(preds) - set(gts)), sorted(set(gts) - set(preds))
@@ -68,7 +82,8 @@ def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[str, Path, Path]]:
                       ("without a prediction in " + str(pred_dir), no_pred)):
         if ids:
             raise ValueError(f"{len(ids)} id(s) {what}: {', '.join(ids[:5])}"
-                             f"{' ...' if len(ids) > 5 else ''}")
+                             f"{' ...' if len(ids) > 5 else ''} (--split FILE scores the ids "
+                             f"listed there)")
     return [(i, preds[i], gts[i]) for i in sorted(preds)]
 
 
@@ -88,13 +103,14 @@ def _image_counts(pair: tuple[str, Path, Path], thresholds: np.ndarray, max_dist
 
 def score_directory(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, max_dist: float,
                     nms: bool = True, thresholds: int = 99, ap: str = "trapezoid",
-                    workers: int = 1) -> dict:
-    """``edge_scores`` of every prediction in ``pred_dir`` against ``gt_dir`` (processes over
-    images with ``workers`` > 1), plus the protocol and the number of images."""
+                    workers: int = 1, split: str | os.PathLike | None = None) -> dict:
+    """``edge_scores`` of every prediction in ``pred_dir`` (or of the ids in ``split``) against
+    ``gt_dir`` (processes over images with ``workers`` > 1), plus the protocol and the number
+    of images."""
     from densemtl.metrics.edge import best_image_counts, edge_scores, edge_thresholds
 
     levels = edge_thresholds(thresholds)
-    pairs = _pairs(Path(pred_dir), Path(gt_dir))
+    pairs = _pairs(Path(pred_dir), Path(gt_dir), Path(split) if split else None)
     work = partial(_image_counts, thresholds=levels, max_dist=max_dist, nms=nms)
     # the first image in this process compiles (or loads) the kernels, which forked workers
     # then inherit instead of each loading them again
@@ -127,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ap", choices=["trapezoid", "bsds"], default="trapezoid",
                         help="AP protocol (see densemtl.metrics.edge)")
     parser.add_argument("--workers", type=int, default=1, help="processes over images")
+    parser.add_argument("--split", default=None,
+                        help="score only the ids listed in this file (e.g. the val split file)")
     parser.add_argument("--json", default=None, help="also write the result to this file")
     return parser
 
@@ -140,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         result = score_directory(args.pred_dir, args.gt_dir, args.max_dist, args.nms,
-                                 args.thresholds, args.ap, args.workers)
+                                 args.thresholds, args.ap, args.workers, args.split)
     except ValueError as err:  # includes unreadable / malformed files (DataFormatError)
         print(f"densemtl-eval-edges: {err}", file=sys.stderr)
         return 1
