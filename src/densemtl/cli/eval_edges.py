@@ -103,23 +103,33 @@ def _image_counts(pair: tuple[str, Path, Path], thresholds: np.ndarray, max_dist
 
 def score_directory(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, max_dist: float,
                     nms: bool = True, thresholds: int = 99, ap: str = "trapezoid",
-                    workers: int = 1, split: str | os.PathLike | None = None) -> dict:
+                    workers: int = 1, split: str | os.PathLike | None = None,
+                    progress: bool = False) -> dict:
     """``edge_scores`` of every prediction in ``pred_dir`` (or of the ids in ``split``) against
-    ``gt_dir`` (processes over images with ``workers`` > 1), plus the protocol and the number
-    of images."""
+    ``gt_dir`` (processes over images with ``workers`` > 1; a progress bar with ``progress``),
+    plus the protocol and the number of images."""
+    from tqdm import tqdm
+
     from densemtl.metrics.edge import best_image_counts, edge_scores, edge_thresholds
 
     levels = edge_thresholds(thresholds)
     pairs = _pairs(Path(pred_dir), Path(gt_dir), Path(split) if split else None)
     work = partial(_image_counts, thresholds=levels, max_dist=max_dist, nms=nms)
+    bar = tqdm(total=len(pairs), desc="edge images", disable=not progress, leave=False)
     # the first image in this process compiles (or loads) the kernels, which forked workers
     # then inherit instead of each loading them again
     per_image = [work(pairs[0])]
-    if workers > 1 and len(pairs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            per_image += pool.map(work, pairs[1:], chunksize=4)
-    else:
-        per_image += [work(pair) for pair in pairs[1:]]
+    bar.update()
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(pairs) > 1 else None
+    try:
+        rest = pool.map(work, pairs[1:], chunksize=4) if pool else map(work, pairs[1:])
+        for counts in rest:
+            per_image.append(counts)
+            bar.update()
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        bar.close()
     counts = np.sum(per_image, axis=0)
     ois = np.sum([best_image_counts(c) for c in per_image], axis=0)
     return {"scores": edge_scores(counts, ois, levels, ap=ap), "images": len(pairs),
@@ -146,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default=None,
                         help="score only the ids listed in this file (e.g. the val split file)")
     parser.add_argument("--json", default=None, help="also write the result to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -158,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         result = score_directory(args.pred_dir, args.gt_dir, args.max_dist, args.nms,
-                                 args.thresholds, args.ap, args.workers, args.split)
+                                 args.thresholds, args.ap, args.workers, args.split,
+                                 progress=not args.no_progress)
     except ValueError as err:  # includes unreadable / malformed files (DataFormatError)
         print(f"densemtl-eval-edges: {err}", file=sys.stderr)
         return 1

@@ -259,7 +259,7 @@ def _thin_tables() -> np.ndarray:
     W, SW, S, SE). A pixel is deleted when it has exactly one 4-connected run of background
     neighbours bridging 8-neighbours (G1), 2 or 3 neighbours in the smaller of the two pairings
     (G2), and — first sub-iteration — is not on a north-east corner (G3), second — not on a
-    south-west one (G3'). Equal to scikit-image's ``thin`` tables (checked by the tests).
+    south-west one (G3'). The tests check the thinning against scikit-image's ``thin``.
     """
     codes = np.arange(256)
     bit = [((codes >> i) & 1).astype(bool) for i in range(8)]
