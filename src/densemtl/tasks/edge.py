@@ -41,8 +41,6 @@ class Edge(BinaryMapTask):
         super().__init__(weight)
         if not 0.0 <= pos_weight <= 1.0:
             raise ValueError(f"{self.name}: pos_weight must be in [0, 1], got {pos_weight!r}")
-        if not isinstance(nms, bool):
-            raise ValueError(f"{self.name}: nms must be true or false, got {nms!r}")
         if ap not in ("trapezoid", "bsds"):
             raise ValueError(f"{self.name}: ap must be 'trapezoid' or 'bsds', got {ap!r}")
         self.pos_weight = float(pos_weight)
