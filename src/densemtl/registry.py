@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -34,14 +35,16 @@ PLUGIN_ENV = "DENSEMTL_PLUGINS"
 
 def load_plugins(specs: Iterable[str | os.PathLike]) -> None:
     """Import plugin modules: a path to a ``.py`` file, or an importable module name. Their
-    decorators register what they define; importing the same plugin twice is a no-op."""
+    decorators register what they define; importing the same plugin twice is a no-op. (Objects
+    pickled into spawned processes need an importable module name, not a file path.)"""
     for spec in specs:
         text = str(spec)
         if text.endswith(".py"):
             path = Path(text).resolve()
             if not path.is_file():
                 raise FileNotFoundError(f"plugins: {text!r} is not a file")
-            name = f"densemtl_plugin_{path.stem}_{abs(hash(str(path)))}"
+            digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+            name = f"densemtl_plugin_{path.stem}_{digest}"  # the same name in every process
             if name in sys.modules:
                 continue
             spec_ = importlib.util.spec_from_file_location(name, path)
