@@ -104,6 +104,10 @@ class ATRCModule(JointModule):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._set_region_labels(batch)
         super().validation_step(batch, batch_idx)
+        self.net.region_labels = None
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.net.region_labels = None  # the batch's labels never leak into a later forward
 
     def param_groups(self) -> list[dict]:
         """The network's weights (never the search's α) and the weighting's parameters."""

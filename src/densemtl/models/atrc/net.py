@@ -234,7 +234,9 @@ class ATRCNet(MultiTaskNet):
             heads[t] = TargetHead(blocks, channels, width, out_channels, dropout)
         self.heads = nn.ModuleDict(heads)
         self.detach_regions, self.gt_regions = bool(detach_regions), bool(gt_regions)
-        #: the batch labels when ``gt_regions`` (set by the training module around each forward)
+        #: the batch labels when ``gt_regions`` (set by the training module for each of its
+        #: steps and cleared after; without labels, e.g. on images alone, the predicted maps
+        #: are used)
         self.region_labels: Mapping[str, Tensor] | None = None
         self.aux_logits: dict[str, Tensor] = {}
 
@@ -248,8 +250,8 @@ class ATRCNet(MultiTaskNet):
     # -- forward -------------------------------------------------------------------------------
     def _region_weights(self, task: str, size: tuple[int, int]) -> Tensor:
         """``B×K×N`` spatial weights of ``task``'s regions (each class's map sums to 1)."""
-        if self.gt_regions:
-            if self.region_labels is None or task not in self.region_labels:
+        if self.gt_regions and self.region_labels is not None:
+            if task not in self.region_labels:
                 raise ValueError(f"gt_regions needs the {task!r} labels set in net.region_labels")
             maps = self.label_spaces[task].region_maps(self.region_labels[task])
             maps = F.adaptive_avg_pool2d(maps.float(), size).flatten(2)
