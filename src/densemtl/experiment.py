@@ -29,6 +29,7 @@ from densemtl.runs import (
     write_run_info,
 )
 from densemtl.tasks import Task, build_tasks
+from densemtl.training.atrc import ATRCModule, ATRCSearchModule
 from densemtl.training.base import MultiTaskModule
 from densemtl.training.callbacks import AtomicCheckpointIO
 from densemtl.training.joint import JointModule
@@ -42,7 +43,8 @@ __all__ = [
 ]
 
 #: ``model.loop`` -> Lightning module
-LOOPS = {"joint": JointModule, "single_tasking": SingleTaskingModule}
+LOOPS = {"joint": JointModule, "single_tasking": SingleTaskingModule, "atrc": ATRCModule,
+         "atrc_search": ATRCSearchModule}
 #: ``model`` keys that name things or configure the training loop (not the network)
 MODEL_KEYS = ("name", "arch", "loop")
 #: groups an architecture builder receives when it takes them as parameters
@@ -137,7 +139,7 @@ def build_module(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> pl.Lightn
     """The Lightning module of ``cfg.model.loop`` around a freshly built network."""
     _, module, loop_options, _ = split_model_config(cfg)
     adversarial = dict(to_plain(cfg["adversarial"]))
-    if module is JointModule:
+    if issubclass(module, JointModule):
         if AdversarialOptions.from_config(adversarial).enabled:  # checks the keys, too
             raise ValueError("adversarial.enabled needs model.loop=single_tasking")
     else:

@@ -28,7 +28,7 @@ class Depth(Task):
     smoothness term of Eigen & Fergus that ASTMT uses, with L1 instead of L2).
 
     GT 0 = invalid. ``pooled`` selects the metric mode (``DepthMetric``: over all valid pixels, or
-    per image averaged).
+    per image averaged). ``gradient_term=False`` drops the gradient L1 (ATRC's plain L1 loss).
     """
 
     name = "depth"
@@ -37,9 +37,11 @@ class Depth(Task):
     ignore_value = 0
     primary_metrics = {"rmse": False}
 
-    def __init__(self, pooled: bool = True, weight: float | None = None):
+    def __init__(self, pooled: bool = True, gradient_term: bool = True,
+                 weight: float | None = None):
         super().__init__(weight)
         self.pooled = bool(pooled)
+        self.gradient_term = bool(gradient_term)
 
     @property
     def out_channels(self) -> int:
@@ -51,10 +53,11 @@ class Depth(Task):
         return target[:, 0] > 0
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """L1 on valid pixels plus L1 on spatial gradients."""
+        """L1 on valid pixels plus (``gradient_term``) L1 on spatial gradients."""
         check_pair(self, pred, target)
         valid = self.valid_mask(target)
-        return masked_l1(pred, target, valid) + gradient_l1(pred, target, valid)
+        loss = masked_l1(pred, target, valid)
+        return loss + gradient_l1(pred, target, valid) if self.gradient_term else loss
 
     def decode(self, pred: Tensor) -> Tensor:
         """Negative depth is meaningless: clamp at 0."""

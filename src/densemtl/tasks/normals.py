@@ -22,8 +22,10 @@ from densemtl.tasks.common import check_pair, colorize_unit, masked_l1
 class Normals(Task):
     """Normals (SPEC §1), weight 10: L1 between the L2-normalised prediction and the GT as given
     (as in the ASTMT code, only the prediction is normalised), averaged over valid pixels and
-    channels. ``quantize_8bit`` (false, true = ``"round"``, ``"trunc"``) scores the prediction's
-    8-bit PNG encoding; ``median`` is ``"exact"`` or ``"histogram"`` (see ``NormalsMetric``)."""
+    channels (``reduction="mean"``) or, as the ATRC reference code, summed over the three channels
+    and averaged over valid pixels (``"pixel_sum"``, 3× the mean). ``quantize_8bit`` (false,
+    true = ``"round"``, ``"trunc"``) scores the prediction's 8-bit PNG encoding; ``median`` is
+    ``"exact"`` or ``"histogram"`` (see ``NormalsMetric``)."""
 
     name = "normals"
     kind = "dense"
@@ -33,13 +35,17 @@ class Normals(Task):
     primary_metrics = {"mean": False}
 
     def __init__(self, quantize_8bit: bool | str = False, median: str = "exact",
-                 weight: float | None = None) -> None:
+                 reduction: str = "mean", weight: float | None = None) -> None:
         super().__init__(weight)
         self.encoding = normals_encoding(quantize_8bit)
         if median not in NormalsMetric.MEDIANS:
             raise ValueError(f"{self.name}: median must be one of {NormalsMetric.MEDIANS}, "
                              f"got {median!r}")
+        if reduction not in ("mean", "pixel_sum"):
+            raise ValueError(f"{self.name}: reduction must be 'mean' or 'pixel_sum', "
+                             f"got {reduction!r}")
         self.median = median
+        self.reduction = reduction
 
     @property
     def out_channels(self) -> int:
@@ -51,9 +57,10 @@ class Normals(Task):
         return (target != 0).any(dim=1)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Mean |n̂/‖n̂‖ − n| over valid pixels and channels."""
+        """Mean |n̂/‖n̂‖ − n| over valid pixels and channels (× 3 for ``pixel_sum``)."""
         check_pair(self, pred, target)
-        return masked_l1(self.decode(pred), target, self.valid_mask(target))
+        loss = masked_l1(self.decode(pred), target, self.valid_mask(target))
+        return loss * target.shape[1] if self.reduction == "pixel_sum" else loss
 
     def decode(self, pred: Tensor) -> Tensor:
         """Unit vectors (a zero output stays zero)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor
@@ -30,6 +30,14 @@ class JointModule(MultiTaskModule):
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         losses, self._step_losses = self._step_losses, None
+        self.weighted_backward(
+            losses, lambda total: super(JointModule, self).backward(total, *args, **kwargs)
+        )
+
+    def weighted_backward(
+        self, losses: Mapping[str, Tensor], backward_fn: Callable[[Tensor], None]
+    ) -> None:
+        """Combine ``losses`` by the weighting, run ``backward_fn`` on the total, log both."""
         # GradNorm balances gradient norms at the last shared layer only (Chen et al. 2018)
         gradnorm = isinstance(self.weighting, GradNorm)
         out = self.weighting.backward(
@@ -38,7 +46,7 @@ class JointModule(MultiTaskModule):
                 self.net.last_shared_parameters() if gradnorm else self.net.shared_parameters()
             ),
             representation=self.net.shared_representation,
-            backward_fn=lambda total: super(JointModule, self).backward(total, *args, **kwargs),
+            backward_fn=backward_fn,
         )
         self.log_weighting(out)
         self.log("train/loss", out.total, prog_bar=True)

@@ -62,6 +62,8 @@ def run_info(cfg: Mapping[str, Any]) -> dict[str, Any]:
     choices = job.get("choices", {})
     model = dict(cfg.get("model") or {})
     backbone = dict(cfg.get("backbone") or {})
+    if model.get("arch") == "atrc":  # ATRC configures its HRNet in model.encoder
+        backbone = {"name": model.get("encoder")}
     mod = dict(cfg.get("modulation") or {})
     parts = [f"se_{mod['se']}"] if mod.get("se", "none") != "none" else []
     parts += ["adapters"] if mod.get("adapters") else []
