@@ -10,7 +10,8 @@ from matplotlib.image import imread
 
 from densemtl.config import compose
 from densemtl.experiment import build_module, build_tasks, run
-from densemtl.training.logging import prediction_grids, run_info, tile
+from densemtl.training.callbacks import prediction_grids, tile
+from densemtl.training.logging import run_info
 
 TINY = ["data.n=16", "data.size=32", "data.batch_size=4", "trainer=debug", "model=mtl_baseline",
         "modulation=none", "tasks=nyud4", "~tasks.normals", "~tasks.edge"]
