@@ -133,6 +133,7 @@ class RunCheckpoint(pl.callbacks.Checkpoint):
         self._previous: dict[int, Any] = {}
         self._last_save = time.monotonic()
         self._rng: dict[str, Any] | None = None
+        self._history_step = -1
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == TrainerFn.FITTING:
@@ -186,10 +187,15 @@ class RunCheckpoint(pl.callbacks.Checkpoint):
         raise RunInterrupted(signum, self.path, requeued)
 
     # -- saving -------------------------------------------------------------------------------
-    def save(self, trainer: pl.Trainer) -> None:
+    def save(self, trainer: pl.Trainer, epoch_end: bool = False) -> None:
         """Write ``last.ckpt`` now (all processes call it), the loggers' history first."""
         for logger in trainer.loggers:
             logger.save()
+        # the last logging step the checkpoint covers: within an epoch, the current batch's
+        # row is still to be logged (at this step); at an epoch's end, the epoch's last batch
+        # and its epoch rows were logged at the step before
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        self._history_step = step - 1 if epoch_end else step
         trainer.save_checkpoint(self.path, weights_only=False)  # everything, not only weights
         self._last_save = time.monotonic()
 
@@ -209,7 +215,7 @@ class RunCheckpoint(pl.callbacks.Checkpoint):
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.save(trainer)
+        self.save(trainer, epoch_end=True)
         self._stopping = self._signal_received(trainer)
         done = trainer.current_epoch + 1
         if self.stop_after_epochs is not None and done >= self.stop_after_epochs:
@@ -228,10 +234,11 @@ class RunCheckpoint(pl.callbacks.Checkpoint):
 
     # -- random states ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_states()}
+        return {"rng": rng_states(), "history_step": self._history_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._rng = state_dict.get("rng")
+        self._rng = state_dict["rng"]
+        self._history_step = state_dict["history_step"]
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # restored here, not at load time: building the model and the loaders in between must
@@ -241,10 +248,9 @@ class RunCheckpoint(pl.callbacks.Checkpoint):
             self._rng = None
             # the history continues from the checkpoint: drop rows an interrupted process
             # logged after it (the resumed run logs them again)
-            step = trainer.fit_loop.epoch_loop._batches_that_stepped
             for logger in trainer.loggers:
                 if isinstance(logger, HistoryLogger):
-                    logger.experiment.drop_after(step)
+                    logger.experiment.drop_after(self._history_step)
 
 
 def run_checkpoint(trainer: pl.Trainer) -> RunCheckpoint:
