@@ -31,9 +31,22 @@ from densemtl.runs import (
 from densemtl.tasks import Task, build_tasks
 from densemtl.training.atrc import ATRCModule, ATRCSearchModule
 from densemtl.training.base import MultiTaskModule
-from densemtl.training.callbacks import AtomicCheckpointIO
+from densemtl.training.callbacks import (
+    RunInterrupted,
+    build_callbacks,
+    run_checkpoint,
+    under_slurm,
+)
+from densemtl.training.checkpoint import (
+    AtomicCheckpointIO,
+    check_resumable,
+    check_writable,
+    checkpoint_dir,
+    last_checkpoint,
+    load_checkpoint,
+)
 from densemtl.training.joint import JointModule
-from densemtl.training.logging import build_callbacks, build_loggers, run_info
+from densemtl.training.logging import build_loggers, mark_run, run_info
 from densemtl.training.single_tasking import SingleTaskingModule
 from densemtl.weighting import WeightingStrategy, build_weighting
 
@@ -69,7 +82,7 @@ class RunOptions:
 
 #: top-level keys that are config groups, each checked by what it builds
 GROUP_KEYS = ("data", "tasks", "backbone", "model", "modulation", "adversarial", "weighting",
-              "optimizer", "trainer", "logger", "paths", "tracking")
+              "optimizer", "trainer", "logger", "paths", "tracking", "checkpoint")
 
 
 def to_plain(cfg: Any) -> Any:
@@ -166,31 +179,39 @@ def build_trainer(
     info: Mapping[str, Any],
     baselines: Mapping | None = None,
 ) -> pl.Trainer:
-    """Trainer with the configured arguments (checked against ``pl.Trainer``'s), a crash-safe
-    ``last.ckpt``, the loggers (``info``: the run info) and the tracking callbacks (learning
-    rates, Δm against ``baselines``, qualitative grids; see ``training/logging.py``)."""
+    """Trainer with the configured arguments (checked against ``pl.Trainer``'s), the run's
+    checkpoint, the loggers (``info``: the run info) and the tracking callbacks (learning
+    rates, Δm against ``baselines``, qualitative grids; see ``training/callbacks.py``)."""
     targs = dict(to_plain(cfg["trainer"]))
     check_kwargs(pl.Trainer, targs, "trainer")
-    # last.ckpt after every training epoch, before validation: a crash later never costs the
-    # epoch's training
-    checkpoint = pl.callbacks.ModelCheckpoint(
-        dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0,
-        save_on_train_epoch_end=True,
-    )
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if under_slurm():  # RunCheckpoint handles SLURM's signals (Lightning's would requeue too)
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
         default_root_dir=str(output_dir),
         logger=build_loggers(cfg, output_dir, info),
-        callbacks=[checkpoint, *build_callbacks(cfg, output_dir, baselines)],
-        plugins=[AtomicCheckpointIO()],
+        callbacks=build_callbacks(cfg, output_dir, baselines),
+        plugins=plugins,
         **targs,
     )
 
 
+def resume_checkpoint(cfg: Mapping[str, Any], output_dir: Path) -> Path | None:
+    """The checkpoint a run continues from: ``cfg.ckpt_path``, else the run directory's own
+    ``last.ckpt`` (a requeued job, ``densemtl-train resume=<run dir>``), else none."""
+    if cfg["ckpt_path"] is not None:
+        return Path(cfg["ckpt_path"])
+    return last_checkpoint(output_dir)
+
+
 def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
-    """Train (and evaluate) one configured run; returns the ``metrics.json`` payload.
+    """Train (and evaluate) one configured run; returns the ``metrics.json`` payload (empty
+    when ``checkpoint.stop_after_epochs`` ended it early).
 
     Everything the config names is built (and so checked) before the first batch: tasks, data
-    module, network, weighting, optimiser options, trainer, loggers."""
+    module, network, weighting, optimiser options, trainer, loggers, the output directory."""
     output_dir = Path(output_dir)
     top = {k: v for k, v in dict(to_plain(cfg)).items() if k not in GROUP_KEYS}
     check_kwargs(RunOptions, top, "train")
@@ -203,16 +224,36 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     tasks = build_tasks(cfg)
     baselines = load_baselines(to_plain(cfg["baselines"]))
     info = {**run_info(cfg), "run_dir": str(output_dir.resolve())}
-    write_run_info(output_dir, info)
+    write_run_info(output_dir, {**info, "status": "running", "status_details": []})
     datamodule = build_datamodule(cfg, tasks)
     if cfg["constant_baseline"]:
         return constant_baseline(cfg, tasks, datamodule, output_dir)
     module = build_module(cfg, tasks)
+    # room for a checkpoint being written next to the previous one (weights + optimiser state)
+    check_writable(checkpoint_dir(output_dir), 6 * sum(
+        p.numel() * p.element_size() for p in module.parameters()) + 2**20)
+    ckpt_path = resume_checkpoint(cfg, output_dir)
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, to_plain(cfg))
+        print(f"Resuming from {ckpt_path}")
     trainer = build_trainer(cfg, output_dir, info, baselines)
+    guard = run_checkpoint(trainer)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg["ckpt_path"])
+    try:
+        with guard.signals_caught():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except RunInterrupted:
+        raise  # RunCheckpoint marked the run
+    except BaseException as err:
+        mark_run(output_dir, "failed", error=f"{type(err).__name__}: {err}")
+        raise
     train_seconds = time.perf_counter() - start
+    if guard.stopped_early:
+        mark_run(output_dir, "stopped", checkpoint=str(checkpoint_dir(output_dir) / "last.ckpt"),
+                 epoch=trainer.current_epoch)
+        return {}
     if not cfg["evaluate"]:
+        mark_run(output_dir, "finished")
         return {}
     if module.val_results_step != trainer.global_step:  # the last epoch did not validate
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -220,8 +261,10 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     size = data.get("crop_size") or data.get("size") or 512
     size = int(size if isinstance(size, int) else max(size))
     cost = resource_report(module.net, list(tasks), size)
-    return finish(cfg, module, output_dir, baselines, train_seconds=train_seconds, resources=cost,
-                  run=info)
+    payload = finish(cfg, module, output_dir, baselines, train_seconds=train_seconds,
+                     resources=cost, run=info)
+    mark_run(output_dir, "finished")
+    return payload
 
 
 def constant_baseline(
@@ -268,9 +311,7 @@ def finish(
 def load_module(ckpt_path: str | Path) -> pl.LightningModule:
     """Rebuild a trained module from a checkpoint (loaded with ``weights_only=True``)."""
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)
     cfg = ckpt.get("hyper_parameters", {}).get("config")
     if not cfg:
         raise ValueError(f"checkpoint {path} holds no densemtl config (hyper_parameters.config)")

@@ -2,12 +2,13 @@
 
 from densemtl.data.datamodule import (
     DATASET_REGISTRY,
+    EpochSampler,
     MultiTaskDataModule,
+    ResumableLoader,
     TransformedDataset,
     build_dataset,
     collate_samples,
     register_dataset,
-    seed_worker,
 )
 from densemtl.data.geometry import backproject, normals_from_depth
 from densemtl.data.synthetic import SyntheticScenes, render_scene, write_cache
@@ -15,9 +16,11 @@ from densemtl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transfor
 
 __all__ = [
     "DATASET_REGISTRY",
+    "EpochSampler",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MultiTaskDataModule",
+    "ResumableLoader",
     "SyntheticScenes",
     "TransformedDataset",
     "backproject",
@@ -27,6 +30,5 @@ __all__ = [
     "normals_from_depth",
     "register_dataset",
     "render_scene",
-    "seed_worker",
     "write_cache",
 ]

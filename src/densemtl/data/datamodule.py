@@ -9,15 +9,16 @@ dataset of numpy samples ``{"image", <label key>..., "meta"}``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from densemtl.data.transforms import (
-    MultiTaskTransform,
     Sample,
     build_transforms,
 )
@@ -39,17 +40,87 @@ def build_dataset(name: str, split: str, tasks: Sequence[str], **kwargs: Any) ->
 
 
 class TransformedDataset(Dataset):
-    """A dataset of numpy samples seen through a ``numpy -> torch`` transform."""
+    """A dataset of numpy samples seen through a ``numpy -> torch`` transform.
 
-    def __init__(self, base: Dataset, transform: Callable[[Mapping[str, Any]], Sample]) -> None:
+    With a ``seed``, an item is asked for as ``(epoch, index)`` (what :class:`EpochSampler`
+    yields) and the transform is reseeded from ``(seed, epoch, index)`` first: an image's
+    augmentation depends on nothing but those three numbers, not on the worker that loads it,
+    on the order of the epoch, or on where a resumed run picks up.
+    """
+
+    def __init__(self, base: Dataset, transform: Callable[[Mapping[str, Any]], Sample],
+                 seed: int | None = None) -> None:
         self.base = base
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> Sample:
-        return self.transform(self.base[index])
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        if isinstance(key, tuple):
+            epoch, key = key
+            seed = np.random.SeedSequence([self.seed, epoch, key]).generate_state(1)[0]
+            self.transform.set_seed(int(seed))  # type: ignore[attr-defined]
+        return self.transform(self.base[key])
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffled ``(epoch, index)`` pairs, the epoch's order a function of ``(seed, epoch)``,
+    resumable in mid-epoch.
+
+    A ``DistributedSampler`` (one replica outside DDP), so Lightning keeps it under DDP instead
+    of replacing it. ``resume(epoch, n)`` makes the next iteration of ``epoch`` skip its first
+    ``n`` indices: the ones a checkpointed run already trained on.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(dataset, num_replicas=dist.get_world_size() if distributed else 1,
+                         rank=dist.get_rank() if distributed else 0, shuffle=True, seed=seed)
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._skip = 0
+        super().set_epoch(epoch)
+
+    def resume(self, epoch: int, done: int) -> None:
+        """Continue at epoch ``epoch`` after its first ``done`` indices."""
+        self.epoch, self._skip = epoch, done
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        skip, self._skip = self._skip, 0
+        epoch = self.epoch
+        for index in list(super().__iter__())[skip:]:
+            yield epoch, index
+
+
+class ResumableLoader(DataLoader):
+    """The training ``DataLoader``, stateful in Lightning's sense: its state is the epoch and the
+    batches of it the run has trained on (read from ``position``), saved in every checkpoint and
+    handed back to the :class:`EpochSampler` when a run resumes."""
+
+    def __init__(self, *args: Any, position: Callable[[], tuple[int, int]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches"}``: where the next training batch comes from."""
+        epoch, batches = self.position()
+        return {"epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Resume the sampler where :meth:`state_dict` said."""
+        self.sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)
+
+
+def fit_position(trainer: pl.Trainer) -> tuple[int, int]:
+    """(epoch, batches of it trained) of a running ``fit``; a finished epoch is (next epoch, 0)."""
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    if done >= trainer.num_training_batches:
+        return trainer.current_epoch + 1, 0
+    return trainer.current_epoch, done
 
 
 def collate_samples(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -61,19 +132,6 @@ def collate_samples(samples: Sequence[Sample]) -> dict[str, Any]:
     batch = default_collate([{k: v for k, v in s.items() if k != "meta"} for s in samples])
     batch["meta"] = [s.get("meta", {}) for s in samples]
     return batch
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: reseed the worker's copy of the augmentation pipeline.
-
-    Forked workers inherit the pipeline's random state, so without this every worker draws the
-    same augmentations. The worker's torch seed differs per worker and per epoch and follows
-    ``seed_everything``, so runs stay reproducible.
-    """
-    info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if isinstance(transform, MultiTaskTransform):
-        transform.set_seed(info.seed % 2**32)
 
 
 #: :func:`build_transforms` parameters the DataModule sets itself (the rest are ``augment``)
@@ -89,8 +147,10 @@ class MultiTaskDataModule(pl.LightningDataModule):
     batches are augmented (see :func:`build_transforms`) and need a fixed ``crop_size`` unless
     the images already share one size and random scaling is off; validation images are only
     standardised and, with ``val_pad_to``, padded to one size. ``aug_seed`` seeds the
-    augmentation draws of the main process (default: from torch's seed, so ``seed_everything``
-    makes ``num_workers=0`` runs repeatable); workers reseed from their torch seed. ``augment``
+    training order and augmentations (default: torch's initial seed, i.e. the run's ``seed``
+    after ``seed_everything``); both are functions of (seed, epoch, image), so they do not
+    depend on ``num_workers`` and a run resumed from any checkpoint sees what it would have seen
+    uninterrupted. Neither loader draws from the global random generators. ``augment``
     are :func:`build_transforms`'s options (``scale_range``, ``hflip``, ``rotate_deg``,
     ``color_jitter``, ``mean``, ``std``), with its defaults.
     """
@@ -135,9 +195,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.seed = torch.initial_seed() % 2**32 if aug_seed is None else int(aug_seed)
         self.train_transform = build_transforms(
-            self.tasks, train=True, crop_size=crop_size,
-            seed=torch.initial_seed() % 2**32 if aug_seed is None else aug_seed, **augment)
+            self.tasks, train=True, crop_size=crop_size, seed=self.seed, **augment)
         standardise = {k: v for k, v in augment.items() if k in ("mean", "std")}
         self.val_transform = build_transforms(
             self.tasks, train=False, crop_size=None, pad_to=val_pad_to, **standardise)
@@ -196,27 +256,31 @@ class MultiTaskDataModule(pl.LightningDataModule):
         """Build the datasets the stage needs and wrap them with their transforms."""
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = TransformedDataset(self._build(self.train_split),
-                                                self.train_transform)
+                                                self.train_transform, seed=self.seed)
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = TransformedDataset(self._build(self.val_split), self.val_transform)
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for dataloaders")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.val_batch_size,
-            shuffle=train,
-            drop_last=train,
+        common = dict(
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
             collate_fn=collate_samples,
-            worker_init_fn=seed_worker,
+            # the loaders' own generator: creating an iterator leaves the global stream alone
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        if not train:
+            return DataLoader(dataset, batch_size=self.val_batch_size, shuffle=False, **common)
+        return ResumableLoader(
+            dataset, batch_size=self.batch_size, sampler=EpochSampler(dataset, self.seed),
+            drop_last=True, position=lambda: fit_position(self.trainer), **common,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented training batches (the last incomplete batch is dropped)."""
+        """Shuffled, augmented training batches (the last incomplete batch is dropped); a
+        :class:`ResumableLoader` over an :class:`EpochSampler`."""
         return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -226,10 +290,11 @@ class MultiTaskDataModule(pl.LightningDataModule):
 
 __all__ = [
     "DATASET_REGISTRY",
+    "EpochSampler",
     "MultiTaskDataModule",
+    "ResumableLoader",
     "TransformedDataset",
     "build_dataset",
     "collate_samples",
     "register_dataset",
-    "seed_worker",
 ]

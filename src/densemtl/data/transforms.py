@@ -64,8 +64,8 @@ class MultiTaskTransform:
 
     Built by :func:`build_transforms`; holds the albumentations pipeline and applies the tasks'
     label hooks with the parameters the pipeline actually used. ``set_seed`` reseeds it (the
-    DataModule calls it in every DataLoader worker: forked workers would otherwise inherit the
-    same random state and draw identical augmentations).
+    DataModule's training set reseeds it per image and epoch, so forked workers do not share one
+    random state and a resumed run draws what it would have drawn).
     """
 
     def __init__(

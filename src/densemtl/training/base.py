@@ -51,6 +51,8 @@ class MultiTaskModule(pl.LightningModule):
         self.val_results_step = -1
         self.max_bad_steps = int(max_bad_steps)
         self.bad_steps = 0
+        #: minibatches of the whole run, fixed when it starts and kept in its checkpoints
+        self.horizon: int | None = None
 
     # -- losses -------------------------------------------------------------------------------
     def task_losses(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict:
@@ -74,9 +76,17 @@ class MultiTaskModule(pl.LightningModule):
         if self.bad_steps >= self.max_bad_steps:
             raise RuntimeError(
                 f"{self.bad_steps} consecutive steps with non-finite losses (last: {names}); "
-                "stopping. The last good checkpoint is kept in the run's checkpoints/ folder."
+                f"stopping. {self.last_checkpoint_note()}"
             )
         return False
+
+    def last_checkpoint_note(self) -> str:
+        """Where the run's last checkpoint is, or that none was written yet."""
+        for callback in self.trainer.checkpoint_callbacks:
+            path = getattr(callback, "path", None)
+            if path is not None and path.is_file():
+                return f"The last checkpoint is {path}."
+        return "No checkpoint was written yet."
 
     def log_weighting(self, out: WeightingOutput) -> None:
         """Log raw losses, weights and loss scales (w·L) per task, and their weighted total."""
@@ -130,11 +140,20 @@ class MultiTaskModule(pl.LightningModule):
         }
 
     def total_iterations(self) -> int:
-        """Minibatches in the whole run (the poly schedule's horizon)."""
-        trainer = self._trainer
-        if trainer is None:
-            return 1
-        return max(int(trainer.estimated_stepping_batches), 1)
+        """Minibatches in the whole run (the poly schedule's and λ's horizon): estimated when
+        the run starts, then taken from its checkpoints, so resuming with another
+        ``trainer.max_epochs`` keeps the schedule of the run being continued."""
+        if self.horizon is None:
+            if self._trainer is None:
+                return 1
+            self.horizon = max(int(self._trainer.estimated_stepping_batches), 1)
+        return self.horizon
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["horizon"] = self.total_iterations()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.horizon = checkpoint.get("horizon")
 
     def progress(self) -> float:
         """Fraction of the run's minibatches done (drives λ schedules)."""

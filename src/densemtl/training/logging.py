@@ -1,32 +1,42 @@
-"""Experiment tracking: loggers (CSV, wandb, TensorBoard), run grouping, and the callbacks that
-log learning rates, Δm and qualitative prediction grids.
+"""Run metadata and loggers: ``run_info.json`` (how a run is grouped, and its status) and the
+logger factory (CSV, wandb, TensorBoard). The callbacks are in ``training/callbacks.py``, the
+checkpoint files in ``training/checkpoint.py``.
 
 Every run keeps a CSV logger (``metrics.csv``), whatever else it logs to, because the report
 (``densemtl-report``) reads the training curves from that file; wandb and TensorBoard receive the
 same keys. How a run is grouped (sweep, dataset, architecture, weighting) is written to
-``run_info.json`` at start and becomes wandb's group and tags.
+``run_info.json`` at start and becomes wandb's group and tags; its ``status`` is ``running``,
+then ``finished``, ``interrupted`` (a preemption signal; the checkpoint to resume from is named)
+or ``failed``.
+
+``metrics.csv`` survives kills: rows are appended with one ``write`` call each save (a killed
+process writes all of it or none), a new column rewrites the file through a temporary file and a
+rename, and a resumed run appends to the history it finds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pytorch_lightning as pl
-import torch
+import yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
-from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from densemtl.registry import Registry
-from densemtl.runs import delta_m_of
+from densemtl.runs.records import RUN_INFO_FILE, write_json_atomic
 
 #: overrides that never describe an experiment (paths, Hydra's own settings)
 _IGNORED_OVERRIDE_PREFIXES = ("hydra.", "hydra/", "paths.", "tracking.", "logger", "baselines=")
 
 
-def _plain(cfg: Any) -> Any:
+def plain(cfg: Any) -> Any:
+    """OmegaConf → plain Python containers; anything else unchanged."""
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
@@ -46,7 +56,7 @@ def _hydra_job() -> dict[str, Any]:
         "sweep_dir": str(hc.sweep.dir) if multirun else None,
         "job_num": int(hc.job.num) if multirun else None,
         "overrides": list(hc.overrides.task),
-        "choices": {k: v for k, v in _plain(hc.runtime.choices).items() if v is not None},
+        "choices": {k: v for k, v in plain(hc.runtime.choices).items() if v is not None},
     }
 
 
@@ -142,9 +152,109 @@ def wandb(
             job_type=info["architecture"],
             save_dir=str(output_dir),
             offline=offline,
-            config={**_plain(cfg), "run_info": info},
+            config={**plain(cfg), "run_info": info},
         )
     ]
+
+
+def mark_run(output_dir: str | Path, status: str, **details: Any) -> None:
+    """Set ``status`` (and ``details``, e.g. the signal and checkpoint of an interruption) in the
+    run's ``run_info.json``; details of an earlier status are dropped."""
+    path = Path(output_dir) / RUN_INFO_FILE
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    for key in info.pop("status_details", []):
+        info.pop(key, None)
+    write_json_atomic(path, {**info, "status": status, **details,
+                             "status_details": sorted(details)})
+
+
+class HistoryWriter(ExperimentWriter):
+    """Lightning's CSV writer made kill-proof and resumable (see the module docstring)."""
+
+    def __init__(self, log_dir: str) -> None:
+        # not super().__init__: Lightning's deletes an existing metrics.csv
+        self.metrics: list[dict[str, Any]] = []
+        self.hparams: dict[str, Any] = {}
+        self.log_dir = log_dir
+        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
+        os.makedirs(log_dir, exist_ok=True)
+        self.metrics_keys = self._read_header()
+
+    def _read_header(self) -> list[str]:
+        try:
+            with open(self.metrics_file_path, newline="") as f:
+                return next(csv.reader(f), [])
+        except FileNotFoundError:
+            return []
+
+    def _write_atomic(self, text: str, path: str) -> None:
+        tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp-{os.getpid()}"
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _rows(self, rows: list[Mapping[str, Any]], header: bool) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.metrics_keys, lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+
+    def save(self) -> None:
+        """Append the recorded rows; a new column rewrites the whole file atomically."""
+        if not self.metrics:
+            return
+        new_keys = sorted(set().union(*self.metrics) - set(self.metrics_keys))
+        exists = os.path.isfile(self.metrics_file_path)
+        if new_keys or not exists:
+            old: list[dict[str, Any]] = []
+            if exists:
+                with open(self.metrics_file_path, newline="") as f:
+                    old = list(csv.DictReader(f))
+            self.metrics_keys = sorted({*self.metrics_keys, *new_keys})
+            self._write_atomic(self._rows(old + self.metrics, header=True),
+                               self.metrics_file_path)
+        else:
+            data = self._rows(self.metrics, header=False).encode()
+            fd = os.open(self.metrics_file_path, os.O_WRONLY | os.O_APPEND)
+            try:
+                written = os.write(fd, data)  # one call: a kill cannot split it
+                if written != len(data):
+                    raise OSError(f"short write to {self.metrics_file_path} ({written} of "
+                                  f"{len(data)} bytes): disk full?")
+            finally:
+                os.close(fd)
+        self.metrics = []
+
+    def drop_after(self, step: int) -> None:
+        """Keep only the rows logged at optimiser steps up to ``step`` (atomically)."""
+        self.save()
+        if not os.path.isfile(self.metrics_file_path):
+            return
+        with open(self.metrics_file_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if r.get("step") in (None, "") or int(r["step"]) <= step]
+        if len(kept) < len(rows):
+            self._write_atomic(self._rows(kept, header=True), self.metrics_file_path)
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        """Record hyper-parameters into ``hparams.yaml`` (atomically)."""
+        self.hparams.update(plain(params))
+        self._write_atomic(yaml.safe_dump(self.hparams, sort_keys=False),
+                           os.path.join(self.log_dir, self.NAME_HPARAMS_FILE))
+
+
+class HistoryLogger(CSVLogger):
+    """``CSVLogger`` writing ``<run dir>/metrics.csv`` through :class:`HistoryWriter`."""
+
+    @property
+    def experiment(self) -> HistoryWriter:
+        if self._experiment is None:
+            self._experiment = HistoryWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def build_loggers(
@@ -159,158 +269,5 @@ def build_loggers(
     output_dir = Path(output_dir)
     options = dict(cfg["logger"])
     name = options.pop("name")
-    loggers: list[Logger] = [CSVLogger(save_dir=str(output_dir), name="", version="")]
+    loggers: list[Logger] = [HistoryLogger(save_dir=str(output_dir), name="", version="")]
     return loggers + LOGGERS.build(name, output_dir, cfg, info, **options)
-
-
-def build_callbacks(
-    cfg: Mapping[str, Any], output_dir: str | Path, baselines: Mapping | None
-) -> list[pl.Callback]:
-    """Learning-rate monitor, Δm at every validation (with the run's loaded ``baselines``) and
-    the qualitative grids (``cfg.tracking.qualitative`` images, 0 = off)."""
-    tracking = dict(cfg.get("tracking") or {})
-    callbacks: list[pl.Callback] = [LearningRates()]
-    if baselines is not None:
-        callbacks.append(DeltaMMonitor(baselines))
-    n_images = int(tracking.get("qualitative", 4))
-    if n_images > 0:
-        from densemtl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-        augment = dict(dict(cfg.get("data") or {}).get("augment") or {})
-        mean, std = augment.get("mean") or IMAGENET_MEAN, augment.get("std") or IMAGENET_STD
-        callbacks.append(
-            QualitativeGrid(Path(output_dir) / "qualitative", n_images, tuple(mean), tuple(std))
-        )
-    return callbacks
-
-
-def log_scalars(trainer: pl.Trainer, values: Mapping[str, float]) -> None:
-    """Send ``values`` (and the epoch, as ``self.log`` does) to every logger at the step Lightning
-    logs at, for hooks where ``self.log`` is not allowed (``on_validation_end``)."""
-    step = trainer.fit_loop.epoch_loop._batches_that_stepped
-    for logger in trainer.loggers:
-        logger.log_metrics({**values, "epoch": trainer.current_epoch}, step=step)
-
-
-class LearningRates(pl.Callback):
-    """Logs every parameter group's learning rate as ``train/lr/<group name>`` each step.
-
-    Not Lightning's ``LearningRateMonitor``: it writes CSV rows without an ``epoch``, which the
-    curve readers need, and names groups after the optimiser class rather than the group.
-    """
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        many = len(trainer.optimizers) > 1
-        for k, optimizer in enumerate(trainer.optimizers):
-            for i, group in enumerate(optimizer.param_groups):
-                name = f"{f'opt{k}/' if many else ''}{group.get('name', f'group{i}')}"
-                pl_module.log(f"train/lr/{name}", float(group["lr"]), on_step=True,
-                              on_epoch=False, batch_size=1)
-
-
-class DeltaMMonitor(pl.Callback):
-    """Logs ``val/delta_m_gain`` and ``val/delta_m_drop`` after every validation.
-
-    Runs in ``on_validation_end`` because callbacks' ``on_validation_epoch_end`` runs *before* the
-    module's, which is where the epoch's metrics (``module.val_results``) are computed.
-    """
-
-    def __init__(self, baselines: Mapping[str, Mapping[str, float]]) -> None:
-        self.baselines = {t: dict(m) for t, m in baselines.items()}
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Fail before training if a task or primary metric lacks a (non-zero) baseline."""
-        delta_m_of(self.baselines, self.baselines, pl_module.tasks)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not pl_module.val_results:
-            return
-        d = delta_m_of(pl_module.val_results, self.baselines, pl_module.tasks)
-        log_scalars(trainer, {f"val/{k}": v for k, v in d.items()})
-
-
-def tile(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> np.ndarray:
-    """Equal-size ``H×W×3`` pictures laid out as a grid with white ``gap``-pixel separators."""
-    h, w = rows[0][0].shape[:2]
-    n_cols = max(len(r) for r in rows)
-    grid = np.full((len(rows) * (h + gap) - gap, n_cols * (w + gap) - gap, 3), 255, np.uint8)
-    for i, row in enumerate(rows):
-        for j, picture in enumerate(row):
-            if picture.shape[:2] != (h, w):
-                raise ValueError(f"grid tile ({i}, {j}) is {picture.shape[:2]}, expected {(h, w)}")
-            grid[i * (h + gap): i * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = picture
-    return grid
-
-
-def prediction_grids(
-    module: pl.LightningModule,
-    batch: Mapping[str, Any],
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> dict[str, np.ndarray]:
-    """Per task a ``uint8`` grid: one row per image, columns image | ground truth | prediction,
-    drawn with the task's own colour map (the panels of ``analysis.qualitative``)."""
-    from densemtl.analysis.qualitative import ValidationBatch, qualitative_panels
-
-    data = ValidationBatch(dict(batch), tuple(mean), tuple(std))
-    n = batch["image"].shape[0]
-    rows = qualitative_panels({"prediction": module}, data, indices=range(n))
-    pairs = list(zip(rows[::2], rows[1::2]))  # (ground-truth row, prediction row) per image
-    return {
-        t: tile([[truth.panels["image"], truth.panels[t], pred.panels[t]] for truth, pred in pairs])
-        for t in module.tasks
-    }
-
-
-class QualitativeGrid(pl.Callback):
-    """After every validation, the first ``n_images`` validation images with each task's ground
-    truth and prediction: PNGs in ``out_dir/<task>/epoch_<NNNN>.png`` (``final.png`` for a
-    validation outside ``fit``) and, when wandb or TensorBoard is a logger, images under
-    ``val/qualitative/<task>``. Only the global-zero process draws."""
-
-    def __init__(
-        self,
-        out_dir: str | Path,
-        n_images: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-    ) -> None:
-        self.out_dir = Path(out_dir)
-        self.n_images = int(n_images)
-        self.mean, self.std = tuple(mean), tuple(std)
-        self._batch: dict[str, Any] | None = None
-
-    def _fixed_batch(self, trainer: pl.Trainer) -> dict[str, Any]:
-        """The same first validation images every epoch (on the CPU; the prediction moves them)."""
-        if self._batch is None:
-            loader = trainer.val_dataloaders
-            loader = loader[0] if isinstance(loader, Sequence) else loader
-            batch = next(iter(loader))
-            self._batch = {
-                k: v[: self.n_images] for k, v in batch.items() if isinstance(v, torch.Tensor)
-            }
-        return self._batch
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        from matplotlib.image import imsave
-
-        batch = self._fixed_batch(trainer)
-        grids = prediction_grids(pl_module, batch, self.mean, self.std)
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
-        caption = "rows: validation images; columns: image | ground truth | prediction"
-        fitting = trainer.state.fn == TrainerFn.FITTING
-        stem = f"epoch_{trainer.current_epoch:04d}" if fitting else "final"
-        for t, grid in grids.items():
-            path = self.out_dir / t / f"{stem}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            imsave(path, grid)
-            for logger in trainer.loggers:
-                if isinstance(logger, WandbLogger):
-                    logger.log_image(f"val/qualitative/{t}", [grid], step=step, caption=[caption])
-                elif isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_image(f"val/qualitative/{t}", grid, step,
-                                                dataformats="HWC")

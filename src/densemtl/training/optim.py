@@ -92,6 +92,22 @@ def build_optimizer(cfg: Mapping[str, Any], groups: Sequence[dict]) -> torch.opt
     return OPTIMIZERS.build(name, list(groups), **options)
 
 
+class PolyFactor:
+    """Learning-rate factor of iteration ``step``: ``(1 − step/total)^power`` (``poly``) or 1.
+
+    A class, not a closure, so ``LambdaLR`` saves its attributes in the scheduler's state: a
+    resumed run keeps the horizon it started with.
+    """
+
+    def __init__(self, kind: str, total: int, power: float) -> None:
+        self.kind, self.total, self.power = kind, max(int(total), 1), float(power)
+
+    def __call__(self, step: int) -> float:
+        if self.kind == "constant":
+            return 1.0
+        return max(1.0 - step / self.total, 0.0) ** self.power
+
+
 def lr_schedule(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
@@ -101,14 +117,7 @@ def lr_schedule(
     """Per-iteration schedule: ``poly`` (1 − it/total)^power, or ``constant``."""
     if schedule not in SCHEDULES:
         raise ValueError(f"optimizer.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
-    total = max(int(total_steps), 1)
-
-    def factor(step: int) -> float:
-        if schedule == "constant":
-            return 1.0
-        return max(1.0 - step / total, 0.0) ** poly_power
-
-    return LambdaLR(optimizer, factor)
+    return LambdaLR(optimizer, PolyFactor(schedule, total_steps, poly_power))
 
 
 def build_schedule(
