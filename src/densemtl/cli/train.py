@@ -34,8 +34,10 @@ def objective_of(payload: Mapping[str, Any], spec: str | None) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     """Train one configured run (or one job of a multirun) and write its metrics.json; returns
     ``tracking.objective`` of the results for hyper-parameter sweepers (Optuna)."""
+    from densemtl.console import quiet
     from densemtl.experiment import run
 
+    quiet()
     payload = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     return objective_of(payload, (cfg.get("tracking") or {}).get("objective"))
 

@@ -9,6 +9,7 @@ same keys. How a run is grouped (sweep, dataset, architecture, weighting) is wri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,9 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
-def _hydra_job() -> dict[str, Any]:
-    """Sweep directory, job number, command-line overrides and group choices of the running
-    Hydra job; empty outside a Hydra app (compose mode, notebooks)."""
+def hydra_job() -> dict[str, Any]:
+    """Sweep directory, job number, launcher, command-line overrides and group choices of the
+    running Hydra job; empty outside a Hydra app (compose mode, notebooks)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -45,6 +46,7 @@ def _hydra_job() -> dict[str, Any]:
     return {
         "sweep_dir": str(hc.sweep.dir) if multirun else None,
         "job_num": int(hc.job.num) if multirun else None,
+        "launcher": hc.launcher.get("_target_") if multirun else None,
         "overrides": list(hc.overrides.task),
         "choices": {k: v for k, v in _plain(hc.runtime.choices).items() if v is not None},
     }
@@ -58,7 +60,7 @@ def run_info(cfg: Mapping[str, Any]) -> dict[str, Any]:
     their sweep); without them the group is the sweep (or the run's name when it is no sweep).
     """
     tracking = dict(cfg.get("tracking") or {})
-    job = _hydra_job()
+    job = hydra_job()
     choices = job.get("choices", {})
     model = dict(cfg.get("model") or {})
     backbone = dict(cfg.get("backbone") or {})
@@ -133,7 +135,7 @@ def wandb(
     """wandb, offline into ``<run dir>/wandb`` unless ``offline=false``, grouped and tagged by
     the run info."""
     return [
-        WandbLogger(
+        WandbRun(
             project=project,
             entity=entity,
             name=run_label(info),
@@ -161,6 +163,69 @@ def build_loggers(
     name = options.pop("name")
     loggers: list[Logger] = [CSVLogger(save_dir=str(output_dir), name="", version="")]
     return loggers + LOGGERS.build(name, output_dir, cfg, info, **options)
+
+
+class WandbRun(WandbLogger):
+    """Lightning's wandb logger for exactly one run: :meth:`close` finishes it.
+
+    Lightning's logger reuses any wandb run still open in the process ("There is a wandb run
+    already in progress"), so without an explicit finish every later job of a multirun (Hydra's
+    basic launcher, joblib's reused workers) logs into the first job's run.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Lightning always passes anonymous=None, which wandb >= 0.31 warns about as deprecated
+        self._wandb_init.pop("anonymous", None)
+
+    def close(self, summary: Mapping[str, Any] | None) -> None:
+        """Write ``summary`` into the run's summary and finish it (exit code 1 without one:
+        the job failed); a no-op if the run was never started."""
+        run = self._experiment
+        if run is None or not hasattr(run, "finish"):
+            return
+        if summary:
+            run.summary.update(dict(summary))
+        run.finish(exit_code=0 if summary is not None else 1)
+        self._experiment = None
+
+
+def run_summary_values(payload: Mapping[str, Any]) -> dict[str, float]:
+    """The scalars a dashboard's run summary holds besides the last logged values: parameters,
+    multiply-adds, training-loop and set-up seconds, Δm (keys as in the README's table)."""
+    res = payload.get("resources") or {}
+    values = {
+        "cost/parameters": (res.get("parameters") or {}).get("total"),
+        "cost/multiply_adds": (res.get("multiply_adds") or {}).get("all_tasks"),
+        "time/train_seconds": payload.get("train_seconds"),
+        "time/setup_seconds": payload.get("setup_seconds"),
+        **{f"val/{k}": v for k, v in (payload.get("delta_m") or {}).items()},
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def close_loggers(loggers: Sequence[Logger], payload: Mapping[str, Any] | None) -> None:
+    """End of a job, finished (``payload``: its ``metrics.json``) or failed (None): every wandb
+    run gets the job's summary and is finished, so the next job opens its own run."""
+    for logger in loggers:
+        if isinstance(logger, WandbRun):
+            logger.close(None if payload is None else run_summary_values(payload))
+
+
+class LoopTimer(pl.Callback):
+    """Wall time of the training loop itself (``seconds``: from its start to its end, validation
+    epochs inside it included) and the moment it started (``started``, ``time.perf_counter``),
+    so set-up — data rendering, model building, the first job's imports — is counted apart."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.seconds: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.started
 
 
 def build_callbacks(
@@ -193,7 +258,8 @@ def log_scalars(trainer: pl.Trainer, values: Mapping[str, float]) -> None:
 
 
 class LearningRates(pl.Callback):
-    """Logs every parameter group's learning rate as ``train/lr/<group name>`` each step.
+    """Logs every parameter group's learning rate: ``step/lr/<group name>`` per step (every
+    ``trainer.log_every_n_steps``) and its epoch mean ``train/lr/<group name>``.
 
     Not Lightning's ``LearningRateMonitor``: it writes CSV rows without an ``epoch``, which the
     curve readers need, and names groups after the optimiser class rather than the group.
@@ -206,8 +272,9 @@ class LearningRates(pl.Callback):
         for k, optimizer in enumerate(trainer.optimizers):
             for i, group in enumerate(optimizer.param_groups):
                 name = f"{f'opt{k}/' if many else ''}{group.get('name', f'group{i}')}"
-                pl_module.log(f"train/lr/{name}", float(group["lr"]), on_step=True,
-                              on_epoch=False, batch_size=1)
+                for key, step in ((f"step/lr/{name}", True), (f"train/lr/{name}", False)):
+                    pl_module.log(key, float(group["lr"]), on_step=step, on_epoch=not step,
+                                  batch_size=1)
 
 
 class DeltaMMonitor(pl.Callback):

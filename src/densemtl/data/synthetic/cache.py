@@ -3,6 +3,8 @@ checked on load."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import multiprocessing as mp
 import os
@@ -113,7 +115,30 @@ def write_cache(root: str | os.PathLike, n: int, size: int | Sequence[int], seed
     replaced. Files are written into a temporary sibling directory that is renamed into place
     only after ``meta.json`` (written last) exists, so an interrupted run never leaves a cache
     that looks complete. Images are rendered by ``workers`` processes (default: all cores).
+    Processes asking for the same cache at once (parallel sweep jobs) take turns on an exclusive
+    lock file beside it: the first renders, the others wait and then load its result.
     """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root / f".{cache_name(n, image_hw(size), seed, extras)}.lock"):
+        return _write_cache_unlocked(root, n, size, seed, extras, workers, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (released when the process dies, so a crashed
+    renderer never blocks the others)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: int,
+                          extras: bool, workers: int | None, progress: bool) -> Path:
+    """:func:`write_cache` without the lock (its caller holds it)."""
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
