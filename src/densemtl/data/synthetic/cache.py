@@ -115,25 +115,26 @@ def write_cache(root: str | os.PathLike, n: int, size: int | Sequence[int], seed
     replaced. Files are written into a temporary sibling directory that is renamed into place
     only after ``meta.json`` (written last) exists, so an interrupted run never leaves a cache
     that looks complete. Images are rendered by ``workers`` processes (default: all cores).
-    Processes asking for the same cache at once (parallel sweep jobs) take turns on an exclusive
-    lock file beside it: the first renders, the others wait and then load its result.
+    Processes writing into the same ``root`` at once (parallel sweep jobs) take turns on an
+    exclusive lock of that directory: the first renders, the others wait and then load its
+    result (or render another cache after it).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    with _exclusive(root / f".{cache_name(n, image_hw(size), seed, extras)}.lock"):
+    with _exclusive(root):
         return _write_cache_unlocked(root, n, size, seed, extras, workers, progress)
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (released when the process dies, so a crashed
-    renderer never blocks the others)."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _exclusive(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` itself: no lock file is left behind, and the
+    lock is released when the process dies, so a crashed renderer never blocks the others."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: int,
