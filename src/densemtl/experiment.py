@@ -15,13 +15,15 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from densemtl.console import EpochLine, parallel_job_label, to_log_files
 from densemtl.constant_predictor import constant_predictor_results
 from densemtl.data.datamodule import MultiTaskDataModule
 from densemtl.models import ARCHITECTURES, MultiTaskNet
 from densemtl.models.adversarial import AdversarialOptions
 from densemtl.registry import check_kwargs, load_plugins, parameter_names
-from densemtl.resources import resource_report
+from densemtl.resources import parameter_counts, resource_report
 from densemtl.runs import (
+    check_baselines,
     delta_m_of,
     load_baselines,
     run_summary,
@@ -32,6 +34,7 @@ from densemtl.tasks import Task, build_tasks
 from densemtl.training.atrc import ATRCModule, ATRCSearchModule
 from densemtl.training.base import MultiTaskModule
 from densemtl.training.callbacks import (
+    LoopTimer,
     RunInterrupted,
     build_callbacks,
     run_checkpoint,
@@ -46,7 +49,13 @@ from densemtl.training.checkpoint import (
     load_checkpoint,
 )
 from densemtl.training.joint import JointModule
-from densemtl.training.logging import build_loggers, mark_run, run_info
+from densemtl.training.logging import (
+    build_loggers,
+    close_loggers,
+    hydra_job,
+    mark_run,
+    run_info,
+)
 from densemtl.training.single_tasking import SingleTaskingModule
 from densemtl.weighting import WeightingStrategy, build_weighting
 
@@ -178,12 +187,18 @@ def build_trainer(
     output_dir: Path,
     info: Mapping[str, Any],
     baselines: Mapping | None = None,
+    *extra: pl.Callback,
 ) -> pl.Trainer:
     """Trainer with the configured arguments (checked against ``pl.Trainer``'s), the run's
-    checkpoint, the loggers (``info``: the run info) and the tracking callbacks (learning
-    rates, Δm against ``baselines``, qualitative grids; see ``training/callbacks.py``)."""
+    checkpoint, the loggers (``info``: the run info), the tracking callbacks (learning rates, Δm
+    against ``baselines``, qualitative grids; see ``training/callbacks.py``), the console's (see
+    ``console.py``) and ``extra`` callbacks."""
     targs = dict(to_plain(cfg["trainer"]))
     check_kwargs(pl.Trainer, targs, "trainer")
+    label = parallel_job_label(hydra_job())
+    if label is not None:  # jobs share the console: one labelled line per epoch, no bars
+        targs["enable_progress_bar"] = False
+        extra = (*extra, EpochLine(label))
     plugins: list[Any] = [AtomicCheckpointIO()]
     if under_slurm():  # RunCheckpoint handles SLURM's signals (Lightning's would requeue too)
         from lightning_fabric.plugins.environments import SLURMEnvironment
@@ -192,7 +207,7 @@ def build_trainer(
     return pl.Trainer(
         default_root_dir=str(output_dir),
         logger=build_loggers(cfg, output_dir, info),
-        callbacks=build_callbacks(cfg, output_dir, baselines),
+        callbacks=[*build_callbacks(cfg, output_dir, baselines), *extra],
         plugins=plugins,
         **targs,
     )
@@ -211,7 +226,14 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     when ``checkpoint.stop_after_epochs`` ended it early).
 
     Everything the config names is built (and so checked) before the first batch: tasks, data
-    module, network, weighting, optimiser options, trainer, loggers, the output directory."""
+    module, network, weighting, optimiser options, trainer, loggers, the output directory; the
+    baselines are checked against the tasks and their metric conventions before any data is read.
+
+    ``train_seconds`` is the training loop alone and ``setup_seconds`` everything before it (data
+    rendering, building, the first job's warm-up), so runs compare whatever ran before them in
+    the same worker. The loggers are closed at the end, also when the run fails (every job of a
+    multirun is its own wandb run)."""
+    started = time.perf_counter()
     output_dir = Path(output_dir)
     top = {k: v for k, v in dict(to_plain(cfg)).items() if k not in GROUP_KEYS}
     check_kwargs(RunOptions, top, "train")
@@ -223,12 +245,17 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     torch.set_flush_denormal(True)
     tasks = build_tasks(cfg)
     baselines = load_baselines(to_plain(cfg["baselines"]))
+    if baselines is not None:
+        check_baselines(baselines, tasks)
     info = {**run_info(cfg), "run_dir": str(output_dir.resolve())}
     write_run_info(output_dir, {**info, "status": "running", "status_details": []})
     datamodule = build_datamodule(cfg, tasks)
     if cfg["constant_baseline"]:
         return constant_baseline(cfg, tasks, datamodule, output_dir)
     module = build_module(cfg, tasks)
+    params = parameter_counts(module.net, list(tasks))
+    print(f"{info['architecture']} · {', '.join(tasks)} · weighting {info['weighting']}: "
+          f"{params['total'] / 1e6:.2f} M parameters ({params['shared'] / 1e6:.2f} M shared)")
     # room for a checkpoint being written next to the previous one (weights + optimiser state)
     check_writable(checkpoint_dir(output_dir), 6 * sum(
         p.numel() * p.element_size() for p in module.parameters()) + 2**20)
@@ -236,35 +263,41 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     if ckpt_path is not None:
         check_resumable(ckpt_path, to_plain(cfg))
         print(f"Resuming from {ckpt_path}")
-    trainer = build_trainer(cfg, output_dir, info, baselines)
+    timer = LoopTimer()
+    trainer = build_trainer(cfg, output_dir, info, baselines, timer)
     guard = run_checkpoint(trainer)
-    start = time.perf_counter()
+    payload: dict[str, Any] | None = None
     try:
-        with guard.signals_caught():
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except RunInterrupted:
-        raise  # RunCheckpoint marked the run
-    except BaseException as err:
-        mark_run(output_dir, "failed", error=f"{type(err).__name__}: {err}")
-        raise
-    train_seconds = time.perf_counter() - start
-    if guard.stopped_early:
-        mark_run(output_dir, "stopped", checkpoint=str(checkpoint_dir(output_dir) / "last.ckpt"),
-                 epoch=trainer.current_epoch)
-        return {}
-    if not cfg["evaluate"]:
+        try:
+            with guard.signals_caught():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except RunInterrupted:
+            raise  # RunCheckpoint marked the run
+        except BaseException as err:
+            mark_run(output_dir, "failed", error=f"{type(err).__name__}: {err}")
+            raise
+        if guard.stopped_early:
+            mark_run(output_dir, "stopped",
+                     checkpoint=str(checkpoint_dir(output_dir) / "last.ckpt"),
+                     epoch=trainer.current_epoch)
+            payload = {}
+            return payload
+        if not cfg["evaluate"]:
+            mark_run(output_dir, "finished")
+            payload = {}
+            return payload
+        if module.val_results_step != trainer.global_step:  # the last epoch did not validate
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        data = cfg["data"]
+        size = data.get("crop_size") or data.get("size") or 512
+        size = int(size if isinstance(size, int) else max(size))
+        cost = resource_report(module.net, list(tasks), size)
+        payload = finish(cfg, module, output_dir, baselines, train_seconds=timer.seconds,
+                         setup_seconds=timer.started - started, resources=cost, run=info)
         mark_run(output_dir, "finished")
-        return {}
-    if module.val_results_step != trainer.global_step:  # the last epoch did not validate
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    data = cfg["data"]
-    size = data.get("crop_size") or data.get("size") or 512
-    size = int(size if isinstance(size, int) else max(size))
-    cost = resource_report(module.net, list(tasks), size)
-    payload = finish(cfg, module, output_dir, baselines, train_seconds=train_seconds,
-                     resources=cost, run=info)
-    mark_run(output_dir, "finished")
-    return payload
+        return payload
+    finally:
+        close_loggers(trainer.loggers, payload)
 
 
 def constant_baseline(
@@ -304,18 +337,26 @@ def finish(
     if baselines is not None:
         payload["delta_m"] = delta_m_of(results, baselines, module.tasks)
     write_metrics(output_dir, payload)
-    print(run_summary(payload, output_dir))
+    summary = run_summary(payload, output_dir)
+    print(summary)
+    to_log_files(summary)
     return payload
 
 
-def load_module(ckpt_path: str | Path) -> pl.LightningModule:
-    """Rebuild a trained module from a checkpoint (loaded with ``weights_only=True``)."""
+def load_module(
+    ckpt_path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> pl.LightningModule:
+    """Rebuild a trained module from a checkpoint (loaded with ``weights_only=True``);
+    ``overrides`` are merged over the checkpoint's config first (evaluation settings such as
+    ``data.task_args.sal.convention``; they must not change the network)."""
     path = Path(ckpt_path)
     ckpt = load_checkpoint(path)
     cfg = ckpt.get("hyper_parameters", {}).get("config")
     if not cfg:
         raise ValueError(f"checkpoint {path} holds no densemtl config (hyper_parameters.config)")
     load_plugins(cfg.get("plugins") or [])  # configs saved before plugins existed lack the key
+    if overrides:
+        cfg = to_plain(OmegaConf.merge(OmegaConf.create(cfg), OmegaConf.create(dict(overrides))))
     tasks = build_tasks(cfg)
     module = build_module(cfg, tasks)
     module.load_state_dict(ckpt["state_dict"])
@@ -323,17 +364,19 @@ def load_module(ckpt_path: str | Path) -> pl.LightningModule:
 
 
 def evaluate_checkpoint(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
-    """Validate the checkpoint ``cfg.ckpt_path`` on its run's dataset; writes ``metrics.json``."""
+    """Validate the checkpoint ``cfg.ckpt_path`` on its run's dataset (``cfg.data`` merged over
+    the run's, metric conventions included); writes ``metrics.json``. The baselines are checked
+    against the tasks before any data is read."""
     output_dir = Path(output_dir)
     load_plugins(cfg["plugins"])
-    module = load_module(cfg["ckpt_path"])
-    run_cfg = OmegaConf.merge(
-        OmegaConf.create(module.hparams["config"]), {"data": to_plain(cfg["data"])}
-    )
+    module = load_module(cfg["ckpt_path"], {"data": to_plain(cfg["data"])})
+    baselines = load_baselines(to_plain(cfg["baselines"]))
+    if baselines is not None:
+        check_baselines(baselines, module.tasks)
+    run_cfg = OmegaConf.create(module.hparams["config"])
     datamodule = build_datamodule(run_cfg, module.tasks)
     targs = {k: v for k, v in dict(to_plain(cfg["trainer"])).items() if k != "max_epochs"}
     check_kwargs(pl.Trainer, targs, "trainer")
     trainer = pl.Trainer(default_root_dir=str(output_dir), logger=False, **targs)
     trainer.validate(module, datamodule=datamodule, verbose=False)
-    baselines = load_baselines(to_plain(cfg["baselines"]))
     return finish(run_cfg, module, output_dir, baselines, checkpoint=str(cfg["ckpt_path"]))

@@ -1,10 +1,9 @@
-"""Resource analysis (ASTMT Fig. 5 / 9): parameters and multiply-adds per task, Δm plots."""
+"""Resource analysis (ASTMT Fig. 5 / 9): parameters and multiply-adds per task (the Δm-vs-cost
+plot is the report's: ``densemtl.report.plots.plot_delta_m_resources``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -66,52 +65,3 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {t:<12s} {n:>12,} {m['per_task'][t] / 1e9:>10.3f}")
     return "\n".join(lines)
 
-
-def plot_delta_m(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
-    """Fig. 5: Δm (drop, %) against parameters and multiply-adds, one point per finished run.
-
-    Each run directory needs a ``metrics.json`` with ``delta_m`` (train with ``baselines=``) and
-    ``resources`` (written by every training run).
-    """
-    points = []
-    for d in run_dirs:
-        path = Path(d) / "metrics.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: is {d} a finished run directory?")
-        data = json.loads(path.read_text())
-        missing = [k for k in ("delta_m", "resources") if k not in data]
-        if missing:
-            raise KeyError(f"{path} lacks {', '.join(missing)} (train with baselines=... for Δm)")
-        res = data["resources"]
-        points.append(
-            (data.get("name") or Path(d).name, res["parameters"]["total"],
-             res["multiply_adds"]["all_tasks"], data["delta_m"]["delta_m_drop"])
-        )
-    return plot_delta_m_points(points, out)
-
-
-def plot_delta_m_points(
-    points: Sequence[tuple[str, float, float, float]], out: str | Path
-) -> Path:
-    """Draw Fig. 5 from ``(label, parameters, multiply-adds, Δm drop %)`` points into ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, idx, label in ((axes[0], 1, "parameters (M)"), (axes[1], 2, "multiply-adds (G)")):
-        scale = 1e6 if idx == 1 else 1e9
-        for point in points:
-            ax.scatter(point[idx] / scale, point[3])
-            ax.annotate(point[0], (point[idx] / scale, point[3]), fontsize=7)
-        ax.set_xlabel(label)
-        ax.set_ylabel("Δm drop (%) ↓")
-        ax.grid(alpha=0.3)
-    fig.suptitle("Performance vs. resources")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 from nbclient import NotebookClient
@@ -16,6 +17,7 @@ from densemtl.experiment import load_module, run
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 EXPECTED = ("qualitative.ipynb", "se_activations.ipynb", "weighting_dashboard.ipynb")
 TINY = ["data.n=16", "data.size=32", "data.batch_size=4", "trainer=debug"]
+ASTMT = Path("outputs") / "2026-01-01" / "12-00-00"
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
@@ -36,13 +38,14 @@ def test_every_notebook_is_there():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny single-tasking SE run and a two-scheme weighting sweep (3 epochs, so DWA moves)."""
+    """A tiny single-tasking SE run where Hydra puts a run (``outputs/<date>/<time>``, the
+    notebooks' default) and a two-scheme weighting sweep (3 epochs, so DWA moves)."""
     root = tmp_path_factory.mktemp("runs")
     data = [*TINY, f"paths.data_dir={root / 'data'}"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run(compose([*data, "model=astmt", "modulation=se_encoder_decoder"]), root / "astmt")
+        run(compose([*data, "model=astmt", "modulation=se_encoder_decoder"]), root / ASTMT)
         for scheme in ("equal", "dwa"):
             cfg = compose([*data, "model=mtl_baseline", "modulation=none", "tasks=fsv3",
                            f"weighting={scheme}", "trainer.max_epochs=3"])
@@ -75,12 +78,16 @@ def pngs(outputs) -> int:
     return sum("image/png" in o.get("data", {}) for o in outputs)
 
 
-def test_se_activations_notebook_shows_one_similarity_row_per_se_layer(trained, monkeypatch):
-    ckpt = trained / "astmt" / "checkpoints" / "last.ckpt"
-    cells = execute("se_activations.ipynb", trained, monkeypatch, DENSEMTL_CKPT=str(ckpt))
+def test_se_activations_notebook_shows_per_layer_task_similarity(trained, monkeypatch):
+    monkeypatch.delenv("DENSEMTL_RUN", raising=False)
+    cells = execute("se_activations.ipynb", trained, monkeypatch)  # default: the newest run
+    ckpt = trained / ASTMT / "checkpoints" / "last.ckpt"
     layers = list(se_layers(load_module(ckpt)))
     assert len(layers) == 17  # R-26: 8 bottlenecks + 9 DeepLab-v3+ conv blocks
-    header, *rows = text(cells[2]).strip().splitlines()
+    assert text(cells[1]).startswith(f"{(trained / ASTMT).resolve()}: 17 SE layers")
+    assert "3 images" in text(cells[1])  # 20 % of 16
+    assert pngs(cells[2]) == 1  # the per-layer T×T heatmaps
+    header, *rows = text(cells[3]).strip().splitlines()
     assert header.split() == ["depth", "layer", "C", "cosine", "corr", "min", "corr"]
     assert sorted(r.split()[1] for r in rows) == sorted(layers)
     for depth, row in enumerate(rows):
@@ -88,8 +95,41 @@ def test_se_activations_notebook_shows_one_similarity_row_per_se_layer(trained, 
         assert int(index) == depth and int(channels) > 0
         assert all(-1 <= float(v) <= 1 for v in values), row
         assert float(values[2]) <= float(values[1])  # min correlation <= mean correlation
-    assert "17 SE layers" in text(cells[1]) and "3 images" in text(cells[1])  # 20 % of 16
-    assert [pngs(c) for c in cells[3:]] == [1, 1, 1]  # similarity curve, t-SNE, PCA→RGB
+    assert [pngs(c) for c in cells[4:]] == [1, 1, 1]  # similarity curve, t-SNE, PCA→RGB
+
+
+def test_task_similarity_heatmaps_and_layer_names_mark_encoder_and_decoder(trained):
+    from densemtl.analysis import (
+        collect_se_gates,
+        layer_part,
+        layer_similarity,
+        plot_layer_similarity,
+        plot_task_similarity,
+        task_similarity,
+        validation_batch,
+    )
+
+    module = load_module(trained / ASTMT / "checkpoints" / "last.ckpt")
+    gates = collect_se_gates(module, validation_batch(module, 3).images)
+    fig = plot_task_similarity(gates)
+    heatmaps = [ax for ax in fig.axes if ax.get_visible() and ax.images]
+    assert len(heatmaps) == 17
+    matrices = [task_similarity(gates, layer) for layer in gates.layers]
+    lowest = min(m[~np.eye(len(gates.tasks), dtype=bool)].min() for m in matrices)
+    for ax, matrix in zip(heatmaps, matrices):
+        np.testing.assert_allclose(ax.images[0].get_array(), matrix)
+        assert ax.images[0].get_clim() == pytest.approx((lowest, 1.0))  # one scale for all
+    parts = [layer_part(layer) for layer in gates.layers]
+    assert parts == ["encoder"] * 8 + ["decoder"] * 9
+    assert heatmaps[0].get_title().startswith("0 [enc] stages.0.0")
+    first_decoder = gates.layers[8].removesuffix(".se")  # in execution order
+    assert heatmaps[8].get_title() == f"8 [dec] {first_decoder}"
+    curve = plot_layer_similarity(layer_similarity(gates))
+    (ax,) = curve.axes
+    assert [t.get_text() for t in ax.get_xticklabels()][8] == first_decoder
+    assert [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"
+            and len(line.get_xdata()) == 2][-1] == 7.5  # the boundary
+    assert len(curve.legends) == 1 and not ax.get_legend()
 
 
 def markdown_rows(outputs) -> dict[str, dict[str, list[str]]]:
@@ -107,8 +147,7 @@ def markdown_rows(outputs) -> dict[str, dict[str, list[str]]]:
 
 def test_weighting_dashboard_shows_each_schemes_final_metrics_and_weights(trained, monkeypatch):
     sweep = trained / "sweep"
-    cells = execute("weighting_dashboard.ipynb", trained, monkeypatch, DENSEMTL_SWEEP=str(sweep),
-                    DENSEMTL_PLOTS=str(trained / "plots"))
+    cells = execute("weighting_dashboard.ipynb", trained, monkeypatch, DENSEMTL_SWEEP=str(sweep))
     assert "2 runs in 2 configurations: ['weighting=dwa', 'weighting=equal']" in text(cells[1])
     tables = markdown_rows(cells[2])
     assert list(tables) == ["Task: semseg", "Task: albedo", "Task: depth"]  # tasks=fsv3
@@ -120,7 +159,7 @@ def test_weighting_dashboard_shows_each_schemes_final_metrics_and_weights(traine
             assert sorted(header) == sorted(metrics)
             shown = dict(zip(header, table[f"weighting={scheme}"]))
             for metric, value in metrics.items():  # one seed each: the value itself, 4 digits
-                assert float(shown[metric]) == pytest.approx(value, rel=1e-3, abs=1e-9), metric
+                assert float(shown[metric].strip("*")) == pytest.approx(value, rel=1e-3, abs=1e-9)
     assert pngs(cells[3]) == 1
 
     weights = {r.split()[1]: [float(v) for v in r.split()[2:]]
@@ -129,16 +168,14 @@ def test_weighting_dashboard_shows_each_schemes_final_metrics_and_weights(traine
     # DWA: K·softmax over 3 tasks from epoch 3 on, so the weights sum to 3 and differ
     assert math.fsum(weights["dwa"]) == pytest.approx(3.0, abs=2e-4)
     assert max(weights["dwa"]) - min(weights["dwa"]) > 1e-4
-    assert pngs(cells[5]) == 1 and (trained / "plots" / "training_curves.png").is_file()
+    assert pngs(cells[5]) == 1
 
 
 def test_qualitative_notebook_puts_models_side_by_side(trained, monkeypatch):
-    models = (f"astmt={trained / 'astmt' / 'checkpoints' / 'last.ckpt'},"
-              f"equal={trained / 'sweep' / 'equal' / 'checkpoints' / 'last.ckpt'}")
-    cells = execute("qualitative.ipynb", trained, monkeypatch, DENSEMTL_CKPTS=models,
-                    DENSEMTL_N_IMAGES="2")
-    # synthetic6 ∪ fsv3 = 7 tasks + the image column; rows: (truth + 2 models) × 2 images
-    assert text(cells[1]).startswith("6 rows (ground truth + 2 models, 2 images) x 8 columns: "
+    cells = execute("qualitative.ipynb", trained, monkeypatch, DENSEMTL_RUN=str(trained))
+    # every run with a checkpoint: astmt, sweep/dwa, sweep/equal; synthetic6 ∪ fsv3 = 7 tasks
+    # + the image column; rows: (truth + 3 models) × 2 images
+    assert text(cells[1]).startswith("8 rows (ground truth + 3 models, 2 images) x 8 columns: "
                                      "['image', 'semseg', 'human_parts', 'edge', 'normals', "
                                      "'sal', 'depth', 'albedo']")
     assert pngs(cells[2]) == 1

@@ -49,6 +49,14 @@ def test_prediction_grid_shows_image_label_and_prediction_in_the_task_colours():
     with torch.no_grad():
         preds = module.net(batch["image"], ["semseg", "depth"])
     gap = 2
+    decoded = {t: tasks[t].decode(preds[t]) for t in tasks}
+    # depth: one colour scale over the grid's labels and predictions; semseg: fixed colours
+    depth_range = tasks["depth"].colour_range([*batch["depth"], *decoded["depth"]])
+    both = torch.cat([batch["depth"], decoded["depth"]])
+    valid = both[tasks["depth"].valid_mask(both)[:, None].expand_as(both)]
+    assert depth_range == pytest.approx((float(valid.min()), float(valid.max())))
+    colour = {"semseg": tasks["semseg"].colorize,
+              "depth": lambda label: tasks["depth"].colorize(label, depth_range)}
     for t, grid in grids.items():
         assert grid.shape == (2 * 16 + gap, 3 * 24 + 2 * gap, 3) and grid.dtype == np.uint8
         for i in range(2):
@@ -56,8 +64,8 @@ def test_prediction_grid_shows_image_label_and_prediction_in_the_task_colours():
             cell = lambda j, g=grid, r=rows: g[r, j * (24 + gap): j * (24 + gap) + 24]  # noqa: E731
             pixels = (batch["image"][i] * 0.25 + 0.5).clamp(0, 1) * 255
             assert np.array_equal(cell(0), pixels.round().byte().permute(1, 2, 0).numpy())
-            assert np.array_equal(cell(1), tasks[t].colorize(batch[t][i]))
-            assert np.array_equal(cell(2), tasks[t].colorize(tasks[t].decode(preds[t])[i]))
+            assert np.array_equal(cell(1), colour[t](batch[t][i]))
+            assert np.array_equal(cell(2), colour[t](decoded[t][i]))
         assert (grid[16:16 + gap] == 255).all()  # separator
     with pytest.raises(ValueError, match=r"grid tile \(0, 1\)"):
         tile([[np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)]])
@@ -71,7 +79,7 @@ def test_csv_and_tensorboard_get_learning_rates_delta_m_and_prediction_grids(tmp
     payload = run(cfg, tmp_path / "run")
     out = tmp_path / "run"
     rows = csv_rows(out / "metrics.csv")
-    lrs = [float(r["train/lr/net"]) for r in rows if r.get("train/lr/net")]
+    lrs = [float(r["step/lr/net"]) for r in rows if r.get("step/lr/net")]
     # poly schedule over 4 iterations (2 epochs × 2 batches): lr·(1 − i/4)^0.9
     lr = cfg.optimizer.lr
     assert lrs == pytest.approx([lr * (1 - i / 4) ** 0.9 for i in range(4)], rel=1e-6)

@@ -13,7 +13,7 @@ LAYERS = [
     {"registry", "config"},
     {"metrics", "reference"},
     {"tasks"},
-    {"data", "models", "weighting", "runs", "resources", "constant_predictor"},
+    {"data", "models", "weighting", "runs", "resources", "constant_predictor", "console"},
     {"analysis", "report"},
     {"training"},
     {"experiment"},

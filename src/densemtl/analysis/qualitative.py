@@ -138,13 +138,24 @@ def qualitative_panels(
     if missing:
         raise KeyError(f"the batch lacks labels {missing}: build it with every model's tasks")
     predictions = {name: predict(module, data.images) for name, module in models.items()}
+    # one colour scale per task for the whole grid (depth): every panel of it reads alike
+    ranges = {
+        t: task.colour_range([data.batch[t][i] for i in indices]
+                             + [p[t][i] for p in predictions.values() if t in p for i in indices])
+        for t, task in owners.items()
+    }
+
+    def colour(t: str, task: Task, label: Tensor) -> np.ndarray:
+        scale = ranges[t]
+        return task.colorize(label) if scale is None else task.colorize(label, scale)
+
     rows = []
     for i in indices:
         picture = data.picture(i)
-        truth = {t: task.colorize(data.batch[t][i]) for t, task in owners.items()}
+        truth = {t: colour(t, task, data.batch[t][i]) for t, task in owners.items()}
         rows.append(PanelRow(GROUND_TRUTH, i, {"image": picture, **truth}))
         for name, module in models.items():
-            preds = {t: module.tasks[t].colorize(p[i]) for t, p in predictions[name].items()}
+            preds = {t: colour(t, module.tasks[t], p[i]) for t, p in predictions[name].items()}
             rows.append(PanelRow(name, i, {"image": picture, **preds}))
     return rows
 

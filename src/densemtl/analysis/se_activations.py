@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
@@ -36,7 +37,9 @@ __all__ = [
     "pca_rgb",
     "plot_layer_similarity",
     "plot_pca_rgb",
+    "plot_task_similarity",
     "plot_tsne",
+    "layer_part",
     "se_layers",
     "task_similarity",
     "tsne_embedding",
@@ -245,19 +248,74 @@ def format_similarity_table(rows: Sequence[LayerSimilarity]) -> str:
     return "\n".join(lines)
 
 
+def layer_part(layer: str) -> str:
+    """``"encoder"`` or ``"decoder"``: the half of the network an SE layer sits in, from its
+    module path (the decoder's and heads' modules are under ``decoder.`` / ``heads.``)."""
+    return "decoder" if layer.split(".")[0] in ("decoder", "heads") else "encoder"
+
+
+def _short(layer: str) -> str:
+    """A layer path without the trailing ``.se`` and the ``backbone.`` prefix, for labels."""
+    return layer.removesuffix(".se").removeprefix("backbone.")
+
+
+def _mark_boundary(ax: Axes, layers: Sequence[str]) -> None:
+    """A dashed line between the last encoder and the first decoder layer, halves labelled."""
+    parts = [layer_part(layer) for layer in layers]
+    if "decoder" in parts and "encoder" in parts:
+        edge = parts.index("decoder") - 0.5
+        ax.axvline(edge, color="black", ls="--", lw=1)
+        halves = ((edge - 0.2, "encoder ←", "right"), (edge + 0.2, "→ decoder", "left"))
+        for x, text, align in halves:
+            ax.text(x, 1.0, text, transform=ax.get_xaxis_transform(), ha=align, va="bottom",
+                    fontsize=8)
+
+
 def plot_layer_similarity(rows: Sequence[LayerSimilarity]) -> Figure:
-    """Cross-task gate similarity against depth (the divergence the paper's Fig. 6 shows)."""
-    fig = Figure(figsize=(max(6.0, 0.25 * len(rows)), 3.5), layout="constrained")
+    """Cross-task gate similarity against depth (the divergence the paper's Fig. 6 shows), each
+    SE layer named on the axis, the encoder / decoder boundary marked, one legend."""
+    fig = Figure(figsize=(max(7.0, 0.42 * len(rows)), 4.2), layout="constrained")
     ax = fig.subplots()
     depth = [r.depth for r in rows]
     ax.plot(depth, [r.correlation for r in rows], "o-", label="mean correlation")
     ax.plot(depth, [r.min_correlation for r in rows], "v:", label="min correlation")
     ax.plot(depth, [r.cosine for r in rows], "s--", label="mean cosine")
-    ax.set_xlabel("SE layer (depth order)")
+    ax.set_xticks(depth, [_short(r.layer) for r in rows], rotation=60, ha="right", fontsize=7)
+    _mark_boundary(ax, [r.layer for r in rows])
     ax.set_ylabel("similarity across tasks")
     ax.axhline(1.0, color="grey", lw=0.8)  # identical gates; the y range follows the data
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    fig.legend(loc="outside right center", fontsize=8)
+    return fig
+
+
+def plot_task_similarity(gates: TaskGates, metric: str = "correlation", cols: int = 6) -> Figure:
+    """Per SE layer, the ``T×T`` task-to-task similarity of the tasks' mean gate vectors as a
+    heatmap (ASTMT's analysis of how the tasks' modulation grows apart), in depth order, each
+    titled with its depth, name and half (enc / dec); one colour scale for all layers, from the
+    lowest off-diagonal similarity to 1 (gates of a short run differ by little)."""
+    layers, tasks = gates.layers, gates.tasks
+    matrices = [task_similarity(gates, layer, metric) for layer in layers]
+    off = ~np.eye(len(tasks), dtype=bool)
+    low = np.nanmin([m[off] for m in matrices]) if len(tasks) > 1 else -1.0
+    low = -1.0 if not np.isfinite(low) else float(low)
+    rows = -(-len(layers) // cols)
+    size = 0.35 * len(tasks) + 1.0
+    fig = Figure(figsize=(cols * size + 1.2, rows * (size + 0.4)), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).ravel()
+    image = None
+    for k, (ax, layer, matrix) in enumerate(zip(axes, layers, matrices)):
+        image = ax.imshow(matrix, vmin=low, vmax=1.0, cmap="viridis")
+        part = "enc" if layer_part(layer) == "encoder" else "dec"
+        ax.set_title(f"{k} [{part}] {_short(layer)}", fontsize=6)
+        first_col = k % cols == 0
+        ax.set_xticks(range(len(tasks)), tasks if k >= len(layers) - cols else [],
+                      rotation=90, fontsize=6)
+        ax.set_yticks(range(len(tasks)), tasks if first_col else [], fontsize=6)
+    for ax in axes[len(layers):]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=axes.tolist(), shrink=0.6, label=f"{metric} of the mean gates")
+    fig.suptitle("Task-to-task similarity of the SE gates per layer")
     return fig
 
 
@@ -306,10 +364,12 @@ def plot_tsne(
         for task in gates.tasks:
             mask = np.array([label == task for label in labels])
             ax.scatter(*points[mask].T, s=14, color=colours[task], label=task)
-        ax.set_title(f"{gates.layers.index(layer)}: {layer}", fontsize=7)
+        ax.set_title(f"{gates.layers.index(layer)} [{layer_part(layer)}] {_short(layer)}",
+                     fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[-1].legend(fontsize=7, loc="best")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=7)
     return fig
 
 

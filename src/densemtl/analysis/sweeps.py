@@ -6,29 +6,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-
-import numpy as np
-from matplotlib.figure import Figure
+from pathlib import Path
 
 from densemtl.runs import RunRecord
-from densemtl.runs.summary import primary_metrics
 
-__all__ = ["format_last_values", "plot_final_metrics", "primary_columns"]
-
-def primary_columns(runs: Sequence[RunRecord]) -> list[tuple[str, str, bool | None]]:
-    """``(task, metric, higher_is_better)`` columns: each task's primary metrics, in run order.
-
-    A task the registry does not know contributes all its metrics (direction unknown: None).
-    """
-    columns: dict[tuple[str, str], bool | None] = {}
-    for run in runs:
-        for task, metrics in run.results.items():
-            primary = primary_metrics(task)
-            for metric in metrics:
-                if not primary or metric in primary:
-                    columns.setdefault((task, metric), primary.get(metric))
-    return [(t, m, up) for (t, m), up in columns.items()]
-
+__all__ = ["format_last_values", "latest_run"]
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -56,18 +38,21 @@ def format_last_values(runs: Sequence[RunRecord], kind: str = "weight") -> str:
     return _table(["run", "scheme", *tasks], rows)
 
 
-def plot_final_metrics(runs: Sequence[RunRecord]) -> Figure:
-    """Bar chart per primary metric: one bar per run, labelled by scheme."""
-    columns = primary_columns(runs)
-    if not columns:
-        raise ValueError("the runs report no metrics")
-    fig = Figure(figsize=(2.6 * len(columns), 2.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(columns)))
-    labels = [r.name if r.name == r.scheme else f"{r.scheme}\n{r.name}" for r in runs]
-    for ax, (task, metric, up) in zip(axes, columns):
-        values = [r.results.get(task, {}).get(metric, np.nan) for r in runs]
-        ax.bar(range(len(runs)), values, color=[f"C{i % 10}" for i in range(len(runs))])
-        ax.set_xticks(range(len(runs)), labels, fontsize=6, rotation=45, ha="right")
-        better = {True: " (higher better)", False: " (lower better)", None: ""}[up]
-        ax.set_title(f"{task}/{metric}{better}", fontsize=8)
-    return fig
+
+#: where Hydra writes runs (``outputs/<date>/<time>``) and sweeps (``multirun/...``) by default,
+#: relative to the directory a run was launched from: the repository or, for a notebook, its
+#: parent
+RUN_ROOTS = ("outputs", "multirun", "../outputs", "../multirun")
+
+
+def latest_run(marker: str = "metrics.json", roots: Sequence[str | Path] = RUN_ROOTS) -> Path:
+    """The most recently written run directory holding ``marker`` (a path inside the run, e.g.
+    ``checkpoints/last.ckpt``) under ``roots``: the notebooks' default input."""
+    found = [p for root in map(Path, roots) if root.is_dir() for p in root.rglob(marker)]
+    if not found:
+        raise FileNotFoundError(
+            f"no run directory with {marker} under {', '.join(map(str, roots))} (looked from "
+            f"{Path.cwd()}): train one (densemtl-train) or set the notebook's run directory"
+        )
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    return newest.parents[len(Path(marker).parts) - 1].resolve()

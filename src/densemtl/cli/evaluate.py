@@ -14,8 +14,10 @@ from densemtl.config import conf_dir
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Rebuild the run from the checkpoint's own config, validate, write metrics.json."""
+    from densemtl.console import quiet
     from densemtl.experiment import evaluate_checkpoint
 
+    quiet()
     evaluate_checkpoint(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 

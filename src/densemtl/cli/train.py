@@ -83,9 +83,11 @@ def check_objective(cfg: Mapping[str, Any]) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Train one configured run (or one job of a multirun) and write its metrics.json; returns
     ``tracking.objective`` of the results for hyper-parameter sweepers (Optuna)."""
+    from densemtl.console import quiet
     from densemtl.experiment import run
     from densemtl.training.callbacks import RunInterrupted
 
+    quiet()
     check_objective(cfg)
     try:
         payload = run(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -18,11 +18,12 @@ from hydra.experimental.callback import Callback
 
 from densemtl.report.groups import RunGroup, attach_delta_m, group_runs, mean_std
 from densemtl.report.html import render_html
-from densemtl.report.plots import plot_delta_m_resources, plot_training_curves
+from densemtl.report.plots import plot_delta_m_resources, plot_metric_bars, plot_training_curves
 from densemtl.report.tables import Section, Table, baselines_table, overview_table, task_tables
 from densemtl.runs import incomplete_runs, load_runs, write_json_atomic
 
-__all__ = ["ReportFiles", "SweepSummary", "build_sections", "summarize", "write_report"]
+__all__ = ["ReportFiles", "SweepSummary", "build_sections", "load_groups", "summarize",
+           "write_report"]
 
 
 @dataclass
@@ -34,6 +35,17 @@ class ReportFiles:
     summary: Path
     plots: list[Path]
     overview: str
+
+
+def load_groups(
+    paths: Sequence[str | Path], baselines: str | Path | Mapping | None = None
+) -> list[RunGroup]:
+    """The finished runs under ``paths`` (sweep, run or wandb run directories) pooled over seeds,
+    with Δm against ``baselines`` or else the single-task runs among them: what the report and
+    ``densemtl-resources --plot`` both show."""
+    groups = group_runs(load_runs(paths))
+    attach_delta_m(groups, baselines)
+    return groups
 
 
 def summarize(groups: Sequence[RunGroup]) -> list[dict[str, Any]]:
@@ -62,7 +74,8 @@ def build_sections(
 ) -> list[Section]:
     """Overview, per-task metrics, baselines, plots and the run list, in reading order."""
     sections = [Section("Overview", [overview_table(groups, convention)])]
-    sections.append(Section("Metrics per task", task_tables(groups)))
+    bars = plot_metric_bars(groups, out / "final_metrics.png")
+    sections.append(Section("Metrics per task", task_tables(groups), images=[bars] if bars else []))
     base = baselines_table(groups)
     if base is not None:
         sections.append(Section("Baselines", [base]))
@@ -72,7 +85,7 @@ def build_sections(
         images=[curves] if curves else [],
         text=[] if curves else ["No run logged train/weight/* in a metrics.csv."],
     ))
-    cost = plot_delta_m_resources(groups, out / "delta_m_vs_resources.png")
+    cost = plot_delta_m_resources(groups, out / "delta_m_vs_resources.png", convention)
     if cost:
         sections.append(Section("Δm against parameters and multiply-adds", images=[cost]))
     runs = Table("Run directories", ["configuration", "seed", "directory"],
@@ -93,8 +106,7 @@ def write_report(
     embedded), ``summary.json`` and the PNG plots."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    groups = group_runs(load_runs(paths))
-    attach_delta_m(groups, baselines)
+    groups = load_groups(paths, baselines)
     sections = build_sections(groups, out, convention, incomplete_runs(paths))
     markdown = out / "report.md"
     markdown.write_text(f"# {title}\n\n" + "\n\n".join(s.to_markdown(out) for s in sections)

@@ -85,7 +85,8 @@ def _labels(groups: Sequence[list[RunRecord]]) -> list[str]:
     """Distinct, short labels: the overrides that differ between groups when every run was
     launched by Hydra, else the configuration keys that differ (``x.name`` standing for ``x``)."""
     overrides = [_overrides(g[0]) for g in groups]
-    common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
+    # a lone configuration keeps all its overrides (nothing to tell it apart from)
+    common = set.intersection(*(set(o) for o in overrides)) if len(overrides) > 1 else set()
     labels = [", ".join(o for o in ov if o not in common) for ov in overrides]
     if all(labels) and len(set(labels)) == len(labels):
         return labels

@@ -16,17 +16,27 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f2f2f2; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .note { color: #555; font-size: 0.85em; }
+td.best { font-weight: bold; background: #e6f4ea; }
 """
 
 
+BEST = ' class="best"'
+
+
 def table_html(table: Table) -> str:
-    """A :class:`Table` as an HTML table (escaped) under its title."""
+    """A :class:`Table` as an HTML table (escaped) under its title; each column's best value is
+    a ``td.best`` cell (bold, shaded)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-        for row in table.rows
+        "<tr>" + "".join(
+            f"<td{BEST if (i, j) in table.best else ''}>{html.escape(str(c))}</td>"
+            for j, c in enumerate(row)
+        ) + "</tr>"
+        for i, row in enumerate(table.rows)
     )
-    note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
+    best = " Best value per column in bold." if table.best else ""
+    note = (f'<p class="note">{html.escape(table.note + best)}</p>'
+            if table.note or best else "")
     return (f"<h3>{html.escape(table.title)}</h3>\n<table><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table>{note}")
 

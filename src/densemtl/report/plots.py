@@ -1,4 +1,9 @@
-"""Report figures: task weights and loss scales over training per scheme; Δm vs resources."""
+"""Report figures: task weights and loss scales over training per configuration, final metrics
+per configuration (seeds as points, mean ± std), and Δm against parameters and multiply-adds.
+
+Every figure tells configurations apart by colour *and* line style / marker, so curves that
+coincide (equal and fixed weighting, say) stay visible, and writes a PNG.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
-from densemtl.report.groups import RunGroup
-from densemtl.resources import plot_delta_m_points
+from densemtl.report.groups import RunGroup, mean_std
 
 #: rows of the training-curves figure: curve kind (``analysis.sweeps.CURVES``) → axis label
 CURVE_ROWS = {"weight": "task weight w", "scale": "loss scale w·L"}
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: Δm conventions: gain (ATRC, higher is better) and drop (ASTMT, = −gain, lower is better)
+DELTA_M_LABELS = {"gain": "Δm gain (%) ↑", "drop": "Δm drop (%) ↓"}
+
+
+def style(i: int) -> dict:
+    """Colour, line style and marker of the ``i``-th configuration (distinct for 32 of them)."""
+    return {"color": f"C{i % 10}", "linestyle": LINE_STYLES[i % len(LINE_STYLES)],
+            "marker": MARKERS[i % len(MARKERS)]}
+
+
+def save(fig: Figure, out: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG (parent directories created)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    return out
 
 
 def epoch_mean_curve(group: RunGroup, kind: str, task: str) -> tuple[np.ndarray, ...] | None:
@@ -38,7 +62,7 @@ def plot_training_curves(groups: Sequence[RunGroup], out: str | Path) -> Path | 
     }
     if not curves:
         return None
-    fig = Figure(figsize=(3.2 * len(tasks) + 1.5, 5.0), layout="constrained")
+    fig = Figure(figsize=(3.2 * len(tasks) + 2.5, 5.0), layout="constrained")
     axes = np.asarray(fig.subplots(len(CURVE_ROWS), len(tasks), squeeze=False))
     for (r, (kind, ylabel)) in enumerate(CURVE_ROWS.items()):
         for c, task in enumerate(tasks):
@@ -47,8 +71,10 @@ def plot_training_curves(groups: Sequence[RunGroup], out: str | Path) -> Path | 
                 if (kind, task, g.label) not in curves:
                     continue
                 epochs, mean, std = curves[(kind, task, g.label)]
-                ax.plot(epochs, mean, "o-", ms=3, color=f"C{i % 10}", label=g.label)
-                ax.fill_between(epochs, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
+                ax.plot(epochs, mean, ms=4, mfc="none", label=g.label, **style(i))
+                ax.fill_between(epochs, mean - std, mean + std, color=style(i)["color"],
+                                alpha=0.15)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(task if r == 0 else "", fontsize=9)
             ax.set_xlabel("epoch" if r == len(CURVE_ROWS) - 1 else "")
             ax.set_ylabel(ylabel if c == 0 else "")
@@ -56,18 +82,101 @@ def plot_training_curves(groups: Sequence[RunGroup], out: str | Path) -> Path | 
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=7)
     fig.suptitle("Task weights and loss scales during training (mean ± std over seeds)")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    return out
+    return save(fig, out)
 
 
-def plot_delta_m_resources(groups: Sequence[RunGroup], out: str | Path) -> Path | None:
-    """ASTMT Fig. 5 over the report's configurations: Δm drop (mean over seeds) against
-    parameters and multiply-adds; None if no configuration has both Δm and resources."""
-    points = [
-        (g.label, res["parameters"]["total"], res["multiply_adds"]["all_tasks"],
-         -float(np.mean(g.delta_m)))
+def primary_metrics(groups: Sequence[RunGroup]) -> list[tuple[str, str, bool]]:
+    """``(task, metric, higher_is_better)`` of every task's primary metrics, in group order."""
+    columns: dict[tuple[str, str], bool] = {}
+    for g in groups:
+        tasks = g.runs[0].tasks()
+        for t in g.tasks:
+            primary = tasks[t].primary_metrics if t in tasks else {}
+            for m, up in primary.items():
+                columns.setdefault((t, m), up)
+    return [(t, m, up) for (t, m), up in columns.items()]
+
+
+def _bars(ax: Axes, groups: Sequence[RunGroup], task: str, metric: str) -> None:
+    """One bar per configuration that has the metric (colour: its index among all), at its
+    mean, with a ±1 std whisker and each seed's value as a point."""
+    having = [(i, g) for i, g in enumerate(groups) if metric in g.runs[0].results.get(task, {})]
+    for x, (i, g) in enumerate(having):
+        values = [r.results[task][metric] for r in g.runs if metric in r.results.get(task, {})]
+        mean, std, _ = mean_std(values)
+        ax.bar(x, mean, color=style(i)["color"], alpha=0.45, width=0.7)
+        ax.errorbar(x, mean, yerr=std, color="black", capsize=4, lw=1)
+        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
+        ax.scatter(x + np.asarray(jitter), values, s=14, color="black", zorder=3)
+    ax.set_xticks(range(len(having)), [g.label for _, g in having], fontsize=7, rotation=30,
+                  ha="right")
+
+
+def plot_metric_bars(groups: Sequence[RunGroup], out: str | Path) -> Path | None:
+    """Final primary metrics, one panel per (task, metric), one bar per configuration (mean
+    over seeds, whisker ±1 std, each seed a point); None without metrics."""
+    columns = primary_metrics(groups)
+    if not columns:
+        return None
+    n = len(columns)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(0.5 * len(groups) * cols + 2.0 * cols + 1, 3.6 * rows),
+                 layout="constrained")
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (task, metric, up) in zip(axes, columns):
+        _bars(ax, groups, task, metric)
+        ax.set_title(f"{task} {metric} {'↑' if up else '↓'}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.suptitle("Final validation metrics (bar: mean over seeds, whisker: ±1 std, points: seeds)")
+    return save(fig, out)
+
+
+def delta_m_points(
+    groups: Sequence[RunGroup], convention: str = "drop"
+) -> list[tuple[str, float, float, float, float]]:
+    """``(label, parameters in M, multiply-adds in G, Δm mean, Δm std)`` per configuration with
+    both Δm and resources, Δm over its seeds in ``convention`` (gain or drop, %)."""
+    if convention not in DELTA_M_LABELS:
+        raise ValueError(f"Δm convention {convention!r} is not one of {', '.join(DELTA_M_LABELS)}")
+    sign = 1.0 if convention == "gain" else -1.0
+    return [
+        (g.label, res["parameters"]["total"] / 1e6, res["multiply_adds"]["all_tasks"] / 1e9,
+         *mean_std([sign * d for d in g.delta_m])[:2])
         for g in groups if g.delta_m and (res := g.runs[0].resources)
     ]
-    return plot_delta_m_points(points, out) if points else None
+
+
+def plot_delta_m_resources(
+    groups: Sequence[RunGroup], out: str | Path, convention: str = "drop"
+) -> Path | None:
+    """ASTMT Fig. 5 over the configurations: :func:`delta_m_points` against parameters and
+    multiply-adds; None if no configuration has both Δm and resources.
+
+    Points carry a marker per configuration and one legend instead of text beside each point,
+    which stays readable when configurations share a cost (same network, other weighting)."""
+    points = delta_m_points(groups, convention)
+    if not points:
+        return None
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, idx, xlabel in ((axes[0], 1, "parameters (M)"), (axes[1], 2, "multiply-adds (G)")):
+        for i, point in enumerate(points):
+            s = style(i)
+            ax.errorbar(point[idx], point[3], yerr=point[4], color=s["color"], marker=s["marker"],
+                        ms=7, capsize=3, linestyle="none", label=point[0])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(DELTA_M_LABELS[convention])
+        for axis in (ax.xaxis, ax.yaxis):
+            formatter = ScalarFormatter(useOffset=False)
+            formatter.set_scientific(False)
+            axis.set_major_formatter(formatter)
+            axis.set_major_locator(MaxNLocator(nbins=6))
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=7)
+    fig.suptitle("Performance vs. resources (Δm mean ± std over seeds)")
+    return save(fig, out)
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +16,19 @@ DELTA_M_HEADERS = {"gain": "Δm gain (%) ↑", "drop": "Δm drop (%) ↓"}
 
 @dataclass
 class Table:
-    """A titled table of text cells; ``note`` is a sentence printed under it."""
+    """A titled table of text cells; ``note`` is a sentence printed under it; ``best`` holds the
+    (row, column) cells of each column's best value (bold in Markdown, marked in HTML)."""
 
     title: str
     header: list[str]
     rows: list[list[str]]
     note: str = ""
+    best: set[tuple[int, int]] = field(default_factory=set)
+
+    def cell(self, row: int, col: int) -> str:
+        """The cell's text, bold (Markdown) if it is its column's best."""
+        text = str(self.rows[row][col])
+        return f"**{text}**" if (row, col) in self.best else text
 
     def to_markdown(self) -> str:
         """GitHub-flavoured Markdown (pipes in cells escaped)."""
@@ -28,7 +36,7 @@ class Table:
             return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
         out = [f"### {self.title}", "", line(self.header), line(["---"] * len(self.header))]
-        out += [line(r) for r in self.rows]
+        out += [line([self.cell(i, j) for j in range(len(r))]) for i, r in enumerate(self.rows)]
         return "\n".join(out + ([f"\n{self.note}"] if self.note else []))
 
 
@@ -48,6 +56,19 @@ class Section:
         return "\n\n".join(parts + self.text)
 
 
+def best_cells(values: Sequence[Sequence[float]], higher: Sequence[bool | None]) -> set:
+    """(row, column) of each column's best finite value (all ties), for columns whose direction
+    is known; ``values[row][col]``, columns numbered as given."""
+    best = set()
+    for col, up in enumerate(higher):
+        column = [(r, v[col]) for r, v in enumerate(values) if math.isfinite(v[col])]
+        if up is None or len(column) < 2:
+            continue
+        target = (max if up else min)(v for _, v in column)
+        best |= {(r, col) for r, v in column if v == target}
+    return best
+
+
 def delta_m_cell(group: RunGroup, convention: str) -> str:
     """The group's Δm in the chosen convention, mean ± std over its runs."""
     if not group.delta_m:
@@ -63,8 +84,9 @@ def overview_table(groups: Sequence[RunGroup], convention: str = "gain") -> Tabl
         raise ValueError(f"Δm convention {convention!r} is not one of {', '.join(DELTA_M_HEADERS)}")
     header = ["configuration", "runs (seeds)", "tasks", DELTA_M_HEADERS[convention],
               "parameters (M)", "multiply-adds (G)", "train (s)"]
-    rows = []
+    rows, gains = [], []
     for g in groups:
+        gains.append([mean_std(g.delta_m)[0] if g.delta_m else math.nan])
         res = g.runs[0].resources or {}
         params = (res.get("parameters") or {}).get("total")
         macs = (res.get("multiply_adds") or {}).get("all_tasks")
@@ -82,7 +104,8 @@ def overview_table(groups: Sequence[RunGroup], convention: str = "gain") -> Tabl
     note = "Mean ± sample standard deviation over seeds. "
     note += (f"Δm baselines: {'; '.join(sources)}." if sources else
              "No Δm: no single-task runs in the sweep and no --baselines file.")
-    return Table("Configurations (runs pooled over seeds)", header, rows, note)
+    best = {(r, 3) for r, _ in best_cells(gains, [True])}  # the highest gain = the lowest drop
+    return Table("Configurations (runs pooled over seeds)", header, rows, note, best)
 
 
 def task_tables(groups: Sequence[RunGroup]) -> list[Table]:
@@ -97,7 +120,10 @@ def task_tables(groups: Sequence[RunGroup]) -> list[Table]:
         metrics = [m for m in metrics if m in primary] + [m for m in metrics if m not in primary]
         header = ["configuration", *[f"{m}{arrow(task, m)}" for m in metrics]]
         rows = [[g.label, *[fmt(*g.stats(task, m)) for m in metrics]] for g in having]
-        tables.append(Table(f"Task: {task}", header, rows))
+        means = [[g.stats(task, m)[0] for m in metrics] for g in having]
+        best = best_cells(means, [primary.get(m) for m in metrics])
+        tables.append(Table(f"Task: {task}", header, rows,
+                            best={(r, c + 1) for r, c in best}))
     return tables
 
 

@@ -5,7 +5,7 @@ Training writes through it, and the report and the analysis notebooks read throu
 imports nothing from training, so any layer may use it.
 """
 
-from densemtl.runs.delta import delta_m_of, load_baselines
+from densemtl.runs.delta import check_baselines, delta_m_of, load_baselines
 from densemtl.runs.records import (
     CURVES,
     Curve,
@@ -25,6 +25,7 @@ __all__ = [
     "CURVES",
     "Curve",
     "RunRecord",
+    "check_baselines",
     "delta_m_of",
     "incomplete_runs",
     "load_baselines",

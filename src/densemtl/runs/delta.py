@@ -47,9 +47,35 @@ def delta_m_of(
         for metric, up in task.primary_metrics.items():
             key = f"{name}/{metric}"
             if metric not in baselines[name]:
-                raise KeyError(f"baseline for task {name!r} lacks metric {metric!r}")
+                raise KeyError(f"baseline for task {name!r} lacks metric {metric!r}"
+                               + convention_hint(task, baselines[name]))
             flat_results[key] = results[name][metric]
             flat_base[key] = baselines[name][metric]
             higher[key] = up
     gain = delta_m(flat_results, flat_base, higher)
     return {"delta_m_gain": gain, "delta_m_drop": -gain}
+
+
+def check_baselines(baselines: Results, tasks: Mapping[str, Task]) -> None:
+    """Fail before any work if Δm cannot be computed: a task without a baseline, or a primary
+    metric (in the task's metric convention) the baselines lack."""
+    delta_m_of(baselines, baselines, tasks)
+
+
+def convention_hint(task: Task, have: Mapping[str, float]) -> str:
+    """What the baselines hold and, for a task with metric conventions (saliency), the
+    convention whose primary metrics they do hold, as the override that selects it."""
+    hint = f" (it has: {', '.join(have) or 'nothing'})"
+    current = getattr(task, "convention", None)
+    fits = [
+        c for c in getattr(task, "CONVENTIONS", ())
+        if c != current and set(type(task)(convention=c).primary_metrics) <= set(have)
+    ]
+    if current is not None:
+        hint += f"; this run scores {task.name} in convention {current!r}"
+    if fits:
+        hint += (f"; the baselines are in convention {fits[0]!r}: choose it with "
+                 f"++data.task_args.{task.name}.convention={fits[0]}, or give baselines in "
+                 f"convention {current!r}")
+    return hint
+

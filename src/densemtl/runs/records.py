@@ -2,7 +2,7 @@
 
 A run writes ``run_info.json`` at start (how it is grouped: dataset, architecture, weighting,
 seed, Hydra overrides), ``metrics.csv`` while training (the CSV logger: per-epoch
-``train/weight/<task>``, ``train/scale/<task>``, ``train/loss/<task>_epoch``,
+``train/weight/<task>``, ``train/scale/<task>``, ``train/loss/<task>`` (the README's key scheme),
 ``val/<task>/<metric>``) and ``metrics.json`` when it finishes (final validation metrics, the
 configuration, Δm when baselines were given, resources, training time). A directory holding a
 ``metrics.json`` is a finished run; :func:`load_runs` finds them under sweep directories, run
@@ -29,7 +29,7 @@ HISTORY_FILE = "metrics.csv"
 CURVES = {
     "weight": "train/weight/{task}",
     "scale": "train/scale/{task}",
-    "loss": "train/loss/{task}_epoch",
+    "loss": "train/loss/{task}",
 }
 
 

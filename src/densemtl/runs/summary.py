@@ -50,7 +50,9 @@ def run_summary(payload: Mapping[str, Any], run_dir: str | Path) -> str:
         lines.append(f"  {'Δm':<14s}drop {drop:.2f} %  (gain {gain:+.2f} %)")
     cost = []
     if payload.get("train_seconds") is not None:
-        cost.append(f"trained {payload['train_seconds']:.1f} s")
+        setup = payload.get("setup_seconds")
+        cost.append(f"trained {payload['train_seconds']:.1f} s"
+                    + (f" (+ {setup:.1f} s set-up)" if setup is not None else ""))
     res = payload.get("resources") or {}
     if res:
         cost.append(f"{res['parameters']['total'] / 1e6:.2f} M parameters")

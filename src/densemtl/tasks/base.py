@@ -17,7 +17,7 @@ Label conventions (shared by datasets, transforms, losses and metrics):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -100,6 +100,11 @@ class Task(ABC):
     @abstractmethod
     def colorize(self, label: Tensor) -> np.ndarray:
         """``uint8`` ``H×W×3`` picture of one label or decoded prediction (no batch dim)."""
+
+    def colour_range(self, labels: Sequence[Tensor]) -> tuple[float, float] | None:
+        """One value range for colouring several pictures alike (a grid of ground truths and
+        predictions), passed as ``colorize(label, value_range)``; None: colours need no range."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(weight={self.weight})"

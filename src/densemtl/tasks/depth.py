@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -73,14 +75,30 @@ class Depth(Task):
             raise ValueError(f"{self.name}: scale must be positive, got {scale!r}")
         return label / np.asarray(scale, dtype=label.dtype)
 
-    def colorize(self, label: Tensor) -> np.ndarray:
-        """Per-image min-max over valid pixels through the ``magma`` colour map.
+    def colour_range(self, labels: Sequence[Tensor]) -> tuple[float, float] | None:
+        """Min and max over the valid pixels of all ``labels`` (None if none is valid)."""
+        inside = [label[0][self.valid_mask(label.unsqueeze(0))[0]] for label in labels]
+        inside = [v for v in inside if v.numel()]
+        if not inside:
+            return None
+        values = torch.cat([v.flatten().float() for v in inside])
+        return float(values.min()), float(values.max())
+
+    def colorize(self, label: Tensor,
+                 value_range: tuple[float, float] | None = None) -> np.ndarray:
+        """Depth through the ``magma`` colour map, min-max scaled over the valid pixels of this
+        picture or over ``value_range`` (one scale for a whole grid, see ``colour_range``).
 
         matplotlib is imported here so that only processes drawing pictures pay for it.
         """
         from matplotlib import colormaps
 
         valid = self.valid_mask(label.unsqueeze(0))[0]
-        unit = normalize_range(label, valid)[0].cpu().numpy()
+        if value_range is None:
+            unit = normalize_range(label, valid)[0].cpu().numpy()
+        else:
+            lo, hi = value_range
+            unit = ((label[0].detach().float() - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
+            unit = unit.cpu().numpy()
         rgb = torch.from_numpy(colormaps["magma"](unit)[..., :3]).permute(2, 0, 1)
         return colorize_unit(rgb, valid)

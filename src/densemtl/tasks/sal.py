@@ -22,6 +22,7 @@ class Saliency(BinaryMapTask):
     name = "sal"
     default_weight = 5.0
     primary_metrics = {"maxF": True}  # the default convention's; instances follow their own
+    CONVENTIONS = SaliencyMetric.CONVENTIONS
 
     def __init__(self, convention: str = "dataset_beta2_0.3", weight: float | None = None):
         super().__init__(weight)

@@ -88,13 +88,30 @@ class MultiTaskModule(pl.LightningModule):
                 return f"The last checkpoint is {path}."
         return "No checkpoint was written yet."
 
+    def on_train_batch_start(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        #: the minibatch size every training value is logged with (Lightning cannot infer it
+        #: from a dict batch)
+        self.train_batch_size = int(batch["image"].shape[0])
+
+    def log_train(self, key: str, value: Tensor | float, per_step: bool = True,
+                  prog_bar: bool = False) -> None:
+        """Log a training value under the README's key scheme: its epoch mean as
+        ``train/<key>`` (every run, however short) and, with ``per_step``, the value itself as
+        ``step/<key>`` every ``trainer.log_every_n_steps`` optimiser steps."""
+        size = getattr(self, "train_batch_size", None)
+        self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=size)
+        if per_step:
+            self.log(f"step/{key}", value, on_step=True, on_epoch=False, batch_size=size,
+                     prog_bar=prog_bar)
+
     def log_weighting(self, out: WeightingOutput) -> None:
-        """Log raw losses, weights and loss scales (w·L) per task, and their weighted total."""
+        """Log raw losses, weights and loss scales (w·L) per task (the weighted total is the
+        caller's: a single-tasking step sums several passes)."""
         for i, t in enumerate(out.tasks):
             loss, weight = out.loss_tensor[i], out.weight_tensor[i]
-            self.log(f"train/loss/{t}", loss, on_step=True, on_epoch=True)
-            self.log(f"train/weight/{t}", weight, on_step=False, on_epoch=True)
-            self.log(f"train/scale/{t}", weight * loss, on_step=False, on_epoch=True)
+            self.log_train(f"loss/{t}", loss)
+            self.log_train(f"weight/{t}", weight, per_step=False)
+            self.log_train(f"scale/{t}", weight * loss, per_step=False)
 
     def on_train_epoch_end(self) -> None:
         self.weighting.on_epoch_end()

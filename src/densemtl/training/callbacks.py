@@ -258,6 +258,22 @@ def run_checkpoint(trainer: pl.Trainer) -> RunCheckpoint:
     return next(cb for cb in trainer.callbacks if isinstance(cb, RunCheckpoint))
 
 
+class LoopTimer(pl.Callback):
+    """Wall time of the training loop itself (``seconds``: from its start to its end, validation
+    epochs inside it included) and the moment it started (``started``, ``time.perf_counter``),
+    so set-up — data rendering, model building, the first job's imports — is counted apart."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.seconds: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
 def build_callbacks(
     cfg: Mapping[str, Any], output_dir: str | Path, baselines: Mapping | None
 ) -> list[pl.Callback]:
@@ -294,7 +310,8 @@ def log_scalars(trainer: pl.Trainer, values: Mapping[str, float]) -> None:
 
 
 class LearningRates(pl.Callback):
-    """Logs every parameter group's learning rate as ``train/lr/<group name>`` each step.
+    """Logs every parameter group's learning rate: ``step/lr/<group name>`` per step (every
+    ``trainer.log_every_n_steps``) and its epoch mean ``train/lr/<group name>``.
 
     Not Lightning's ``LearningRateMonitor``: it writes CSV rows without an ``epoch``, which the
     curve readers need, and names groups after the optimiser class rather than the group.
@@ -307,8 +324,9 @@ class LearningRates(pl.Callback):
         for k, optimizer in enumerate(trainer.optimizers):
             for i, group in enumerate(optimizer.param_groups):
                 name = f"{f'opt{k}/' if many else ''}{group.get('name', f'group{i}')}"
-                pl_module.log(f"train/lr/{name}", float(group["lr"]), on_step=True,
-                              on_epoch=False, batch_size=1)
+                for key, step in ((f"step/lr/{name}", True), (f"train/lr/{name}", False)):
+                    pl_module.log(key, float(group["lr"]), on_step=step, on_epoch=not step,
+                                  batch_size=1)
 
 
 class DeltaMMonitor(pl.Callback):

@@ -49,4 +49,4 @@ class JointModule(MultiTaskModule):
             backward_fn=backward_fn,
         )
         self.log_weighting(out)
-        self.log("train/loss", out.total, prog_bar=True)
+        self.log_train("loss", out.total, prog_bar=True)

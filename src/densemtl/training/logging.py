@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,9 @@ def plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
-def _hydra_job() -> dict[str, Any]:
-    """Sweep directory, job number, command-line overrides and group choices of the running
-    Hydra job; empty outside a Hydra app (compose mode, notebooks)."""
+def hydra_job() -> dict[str, Any]:
+    """Sweep directory, job number, launcher, command-line overrides and group choices of the
+    running Hydra job; empty outside a Hydra app (compose mode, notebooks)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -55,6 +55,7 @@ def _hydra_job() -> dict[str, Any]:
     return {
         "sweep_dir": str(hc.sweep.dir) if multirun else None,
         "job_num": int(hc.job.num) if multirun else None,
+        "launcher": hc.launcher.get("_target_") if multirun else None,
         "overrides": list(hc.overrides.task),
         "choices": {k: v for k, v in plain(hc.runtime.choices).items() if v is not None},
     }
@@ -68,7 +69,7 @@ def run_info(cfg: Mapping[str, Any]) -> dict[str, Any]:
     their sweep); without them the group is the sweep (or the run's name when it is no sweep).
     """
     tracking = dict(cfg.get("tracking") or {})
-    job = _hydra_job()
+    job = hydra_job()
     choices = job.get("choices", {})
     model = dict(cfg.get("model") or {})
     backbone = dict(cfg.get("backbone") or {})
@@ -143,7 +144,7 @@ def wandb(
     """wandb, offline into ``<run dir>/wandb`` unless ``offline=false``, grouped and tagged by
     the run info."""
     return [
-        WandbLogger(
+        WandbRun(
             project=project,
             entity=entity,
             name=run_label(info),
@@ -271,3 +272,50 @@ def build_loggers(
     name = options.pop("name")
     loggers: list[Logger] = [HistoryLogger(save_dir=str(output_dir), name="", version="")]
     return loggers + LOGGERS.build(name, output_dir, cfg, info, **options)
+
+
+class WandbRun(WandbLogger):
+    """Lightning's wandb logger for exactly one run: :meth:`close` finishes it.
+
+    Lightning's logger reuses any wandb run still open in the process ("There is a wandb run
+    already in progress"), so without an explicit finish every later job of a multirun (Hydra's
+    basic launcher, joblib's reused workers) logs into the first job's run.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Lightning always passes anonymous=None, which wandb >= 0.31 warns about as deprecated
+        self._wandb_init.pop("anonymous", None)
+
+    def close(self, summary: Mapping[str, Any] | None) -> None:
+        """Write ``summary`` into the run's summary and finish it (exit code 1 without one:
+        the job failed); a no-op if the run was never started."""
+        run = self._experiment
+        if run is None or not hasattr(run, "finish"):
+            return
+        if summary:
+            run.summary.update(dict(summary))
+        run.finish(exit_code=0 if summary is not None else 1)
+        self._experiment = None
+
+
+def run_summary_values(payload: Mapping[str, Any]) -> dict[str, float]:
+    """The scalars a dashboard's run summary holds besides the last logged values: parameters,
+    multiply-adds, training-loop and set-up seconds, Δm (keys as in the README's table)."""
+    res = payload.get("resources") or {}
+    values = {
+        "cost/parameters": (res.get("parameters") or {}).get("total"),
+        "cost/multiply_adds": (res.get("multiply_adds") or {}).get("all_tasks"),
+        "time/train_seconds": payload.get("train_seconds"),
+        "time/setup_seconds": payload.get("setup_seconds"),
+        **{f"val/{k}": v for k, v in (payload.get("delta_m") or {}).items()},
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def close_loggers(loggers: Sequence[Logger], payload: Mapping[str, Any] | None) -> None:
+    """End of a job, finished (``payload``: its ``metrics.json``) or failed (None): every wandb
+    run gets the job's summary and is finished, so the next job opens its own run."""
+    for logger in loggers:
+        if isinstance(logger, WandbRun):
+            logger.close(None if payload is None else run_summary_values(payload))

@@ -187,11 +187,6 @@ class SingleTaskingModule(MultiTaskModule):
         for out, disc in done:
             self.log_weighting(out)
             if disc is not None:
-                self.log("train/adversarial", disc, on_step=True, on_epoch=True)
+                self.log_train("adversarial", disc)
         if done:
-            total = sum(out.total for out, _ in done)
-            self.log("train/loss", total, prog_bar=True)
-
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        self.log("train/lr_shared", self.optimizers().param_groups[0]["lr"])
+            self.log_train("loss", sum(out.total for out, _ in done), prog_bar=True)

@@ -84,11 +84,16 @@ def test_report_pools_seeds_and_takes_delta_m_against_single_task_runs(sweep, tm
     assert groups["single_task=semseg"]["delta_m_gain"] is None  # Δm is a multi-task number
 
     md = files.markdown.read_text()
-    assert "| weighting=equal | 2 (0, 1) | semseg, depth | +7.00 ± 9.90 |" in md
-    assert "| weighting=dwa | 52 ± 2.8 |" not in md and "| weighting=equal | 52 ± 2.8 |" in md
-    assert {p.name for p in files.plots} == {"training_curves.png", "delta_m_vs_resources.png"}
+    # each column's best in bold: equal's Δm beats dwa's; its mIoU 52 beats 41 and the
+    # single-task 50; its rmse 0.9 is beaten by nothing (dwa 1.2, single-task 1.0)
+    assert "| weighting=equal | 2 (0, 1) | semseg, depth | **+7.00 ± 9.90** |" in md
+    assert "| weighting=equal | **52 ± 2.8** |" in md and "| weighting=dwa | 41 ± 1.4 |" in md
+    assert "| weighting=equal | **0.9 ± 0.14** |" in md
+    assert {p.name for p in files.plots} == {"training_curves.png", "delta_m_vs_resources.png",
+                                             "final_metrics.png"}
     html = files.html.read_text()
-    assert html.count("data:image/png;base64,") == 2 and "<img src=\"" not in html
+    assert '<td class="best">+7.00 ± 9.90</td>' in html and html.count('class="best"') == 3
+    assert html.count("data:image/png;base64,") == 3 and "<img src=\"" not in html
     png = files.plots[0].read_bytes()
     assert base64.b64encode(png).decode() in html
 

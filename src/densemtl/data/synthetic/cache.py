@@ -3,6 +3,8 @@ checked on load."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import multiprocessing as mp
 import os
@@ -113,7 +115,31 @@ def write_cache(root: str | os.PathLike, n: int, size: int | Sequence[int], seed
     replaced. Files are written into a temporary sibling directory that is renamed into place
     only after ``meta.json`` (written last) exists, so an interrupted run never leaves a cache
     that looks complete. Images are rendered by ``workers`` processes (default: all cores).
+    Processes writing into the same ``root`` at once (parallel sweep jobs) take turns on an
+    exclusive lock of that directory: the first renders, the others wait and then load its
+    result (or render another cache after it).
     """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root):
+        return _write_cache_unlocked(root, n, size, seed, extras, workers, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` itself: no lock file is left behind, and the
+    lock is released when the process dies, so a crashed renderer never blocks the others."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: int,
+                          extras: bool, workers: int | None, progress: bool) -> Path:
+    """:func:`write_cache` without the lock (its caller holds it)."""
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
