@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from densemtl.training.base import MultiTaskModule
-from densemtl.weighting.gradient_based import GradNorm
+from densemtl.weighting.feed import backward_inputs, loss_samples
 
 
 class JointModule(MultiTaskModule):
@@ -17,28 +18,36 @@ class JointModule(MultiTaskModule):
     Lightning's automatic optimisation stays in charge (gradient accumulation, clipping, AMP):
     ``training_step`` returns the plain sum of the losses for the progress bar and keeps the
     per-task losses; the ``backward`` hook hands them to the weighting strategy, which runs the
-    backward itself (gradient methods need the task losses separately, not their sum).
+    backward itself (gradient methods need the task losses separately, not their sum). What
+    the strategy gets is what its ``needs`` declare (``weighting/feed.py``): the last shared
+    layer, the shared parameters or representation, extra loss samples (the minibatch split
+    into disjoint chunks) and, after the optimiser step, the losses on the same batch.
     """
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
-        preds = self.net(batch["image"], self.task_names)
-        losses = self.task_losses(preds, batch)
-        if not self.losses_finite(losses):
+        self._stepped = False
+        samples = loss_samples(self.net, self.tasks, batch, self.task_names,
+                               self.weighting.needs.samples)
+        if not all(self.losses_finite(losses) for losses in samples):
             return None
-        self._step_losses = losses
-        return sum(losses.values())
+        self._step_losses = samples
+        return sum(samples[-1].values())
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        losses, self._step_losses = self._step_losses, None
-        # GradNorm balances gradient norms at the last shared layer only (Chen et al. 2018)
-        gradnorm = isinstance(self.weighting, GradNorm)
+        samples, self._step_losses = self._step_losses, None
         out = self.weighting.backward(
-            losses,
-            shared_parameters=(
-                self.net.last_shared_parameters() if gradnorm else self.net.shared_parameters()
-            ),
-            representation=self.net.shared_representation,
+            samples[-1],
+            extra_losses=samples[:-1],
+            **backward_inputs(self.weighting, self.net),
             backward_fn=lambda total: super(JointModule, self).backward(total, *args, **kwargs),
         )
+        self._stepped = True
         self.log_weighting(out)
         self.log("train/loss", out.total, prog_bar=True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """After the optimiser step: the same batch's losses for strategies that need them."""
+        if self.weighting.needs.post_step_losses and self._stepped:
+            with torch.no_grad():
+                self.weighting.after_step(self.task_losses(
+                    self.net(batch["image"], self.task_names), batch))
