@@ -3,8 +3,10 @@
 The model is the synthetic joint multi-task baseline (``model=mtl_baseline modulation=none
 backbone=mobilenetv2_cpu``: MobileNet-V2 ×0.35, DeepLab-v3+ decoder width 64; the standard
 MobileNet-V2 ×1.0 with width 256 at 256×256 on a GPU), with the LSB study's task sets
-(``nyuv2_lsb3``, ``taskonomy_lsb8``) on random labels. A step = forward, task losses,
-``strategy.backward`` (driven as ``JointModule`` drives it), AdamW step.
+(``nyuv2_lsb3``, ``taskonomy_lsb8``) on random labels. A step = forward(s), task losses,
+``strategy.backward``, AdamW step, and what the strategy's ``needs`` add — driven through
+``weighting/feed.py`` exactly as the training loops drive it (extra samples: the minibatch
+split in three, one forward each; FAMO: one no-grad forward after the step).
 
 Every configuration runs in a fresh subprocess: it first runs its own steps and reads its peak
 memory (max RSS on CPU, ``max_memory_allocated`` on GPU), then times its step interleaved with
@@ -27,16 +29,31 @@ from collections.abc import Callable
 
 import torch
 
-GRAM = ("mgda", "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl")
-LOSS_BASED = ("equal", "fixed", "uncertainty", "dwa", "gls", "rlw", "lsb", "gradnorm")
+#: Gram-matrix methods, each in both spaces.
+GRAM = ("mgda", "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl", "upgrad", "fairgrad",
+        "gradvac")
+#: loss-based strategies (GradNorm: last shared layer only; FAMO: + one no-grad forward).
+LOSS_BASED = ("equal", "fixed", "uncertainty", "dwa", "gls", "rlw", "lsb", "stch", "famo",
+              "imtl_l", "gradnorm")
+#: methods that need the per-task gradient matrix over the shared parameters, or 3 samples.
+PARAMETER_ONLY = ("moco", "db_mtl", "excess_mtl", "modo", "sdmgrad")
+#: methods that need the per-element gradients at the representation.
+REPRESENTATION_ONLY = ("graddrop",)
 TASK_SETS = {3: "nyuv2_lsb3", 8: "taskonomy_lsb8"}
 #: the representation-space variants must stay within this factor of equal weighting at T = 8
 REPRESENTATION_LIMIT = 1.6
+#: loss-based methods should stay within this factor of equal weighting
+LOSS_LIMIT = 1.1
+#: configuration name -> (strategy name, options) where they differ
+ALIASES = {"imtl_l": ("imtl", {"mode": "l"}), "stch": ("stch", {"warmup_epochs": 0}),
+           "nash_mtl": ("nash_mtl", {"max_norm": None})}
 
 
 def configurations() -> list[str]:
-    """Every strategy; gradient methods in both spaces; the naive per-task loop."""
-    return [*LOSS_BASED, *(f"{g}[{s}]" for g in GRAM for s in ("rep", "exact")), "naive_loop"]
+    """Every strategy; Gram methods in both spaces; the naive per-task loop."""
+    return [*LOSS_BASED, *(f"{g}[{s}]" for g in GRAM for s in ("rep", "exact")),
+            *(f"{g}[rep]" for g in REPRESENTATION_ONLY),
+            *(f"{g}[exact]" for g in PARAMETER_ONLY), "naive_loop"]
 
 
 def settings() -> dict:
@@ -44,7 +61,7 @@ def settings() -> dict:
     if torch.cuda.is_available():
         return {"device": "cuda", "batch": 8, "size": 256, "steps": 10, "rounds": 3,
                 "overrides": ["backbone=mobilenetv2", "model.decoder_width=256"]}
-    return {"device": "cpu", "batch": 8, "size": 64, "steps": 2, "rounds": 2,
+    return {"device": "cpu", "batch": 8, "size": 64, "steps": 1, "rounds": 2,
             "overrides": ["backbone=mobilenetv2_cpu"]}
 
 
@@ -93,7 +110,7 @@ def make_step(config: str, num_tasks: int) -> Callable[[], None]:
     from densemtl.config import compose
     from densemtl.experiment import build_net, build_tasks
     from densemtl.weighting import build_weighting
-    from densemtl.weighting.gradient_based import GradNorm
+    from densemtl.weighting.feed import backward_inputs, loss_samples
 
     s = settings()
     dev = torch.device(s["device"])
@@ -103,8 +120,10 @@ def make_step(config: str, num_tasks: int) -> Callable[[], None]:
     torch.manual_seed(0)
     net = build_net(cfg, tasks).to(dev)
     name, _, space = config.partition("[")
-    options = {"space": {"rep": "representation", "exact": "parameters"}[space.rstrip("]")]} \
-        if space else {}
+    name, options = ALIASES.get(name, (name, {}))
+    options = dict(options)
+    if space and name in (*GRAM, "modo", "sdmgrad"):  # the others have one space only
+        options["space"] = {"rep": "representation", "exact": "parameters"}[space.rstrip("]")]
     if name == "fixed":
         options["weights"] = [1.0] * num_tasks
     strategy = None if name == "naive_loop" else build_weighting(name, list(tasks), **options)
@@ -113,21 +132,27 @@ def make_step(config: str, num_tasks: int) -> Callable[[], None]:
         strategy.to(dev)
         params += strategy.extra_parameters()
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
-    images = torch.randn(s["batch"], 3, s["size"], s["size"], device=dev)
-    labels = random_labels(tasks, s["batch"], s["size"], dev)
+    batch = {"image": torch.randn(s["batch"], 3, s["size"], s["size"], device=dev),
+             **random_labels(tasks, s["batch"], s["size"], dev)}
+    names = list(tasks)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        preds = net(images)
-        losses = {t: task.loss(preds[t], labels[t]) for t, task in tasks.items()}
         if strategy is None:
-            naive_loop_backward(net, losses)
-        else:
-            shared = (net.last_shared_parameters() if isinstance(strategy, GradNorm)
-                      else net.shared_parameters())
-            strategy.backward(losses, shared_parameters=shared,
-                              representation=net.shared_representation)
+            preds = net(batch["image"])
+            naive_loop_backward(net, {t: task.loss(preds[t], batch[t])
+                                      for t, task in tasks.items()})
+            optimizer.step()
+            return
+        needs = strategy.needs
+        samples = loss_samples(net, tasks, batch, names, needs.samples)
+        strategy.backward(samples[-1], extra_losses=samples[:-1],
+                          **backward_inputs(strategy, net))
         optimizer.step()
+        if needs.post_step_losses:
+            with torch.no_grad():
+                preds = net(batch["image"], names)
+                strategy.after_step({t: tasks[t].loss(preds[t], batch[t]) for t in names})
 
     return step
 
@@ -196,10 +221,16 @@ def run() -> dict:
             f"{results[f'T={t}'][config]['peak_mb']:>9.0f} "
             f"{results[f'T={t}'][config]['memory_vs_equal']:>4.2f}x" for t in TASK_SETS)
         print(f"{config:<22s}{cells}")
-    worst = max(results["T=8"][f"{g}[rep]"]["time_vs_equal"] for g in GRAM)
+    rep = [f"{g}[rep]" for g in (*GRAM, *REPRESENTATION_ONLY)]
+    worst = max(results["T=8"][c]["time_vs_equal"] for c in rep)
     ok = worst <= REPRESENTATION_LIMIT
     print(f"representation-space variants at T=8: worst {worst:.2f}x equal "
           f"({'within' if ok else 'OVER'} the {REPRESENTATION_LIMIT}x limit)")
+    loss_worst = {t: max(results[f"T={t}"][c]["time_vs_equal"] for c in LOSS_BASED
+                         if c != "gradnorm") for t in TASK_SETS}
+    print("loss-based (without GradNorm) worst: "
+          + ", ".join(f"T={t} {v:.2f}x" for t, v in loss_worst.items())
+          + f" (target {LOSS_LIMIT}x)")
     for rows in results.values():
         for row in rows.values():
             for key in ("step_s", "equal_step_s", "time_vs_equal", "peak_mb", "memory_vs_equal",
@@ -207,8 +238,29 @@ def run() -> dict:
                 row[key] = round(row[key], 4)
     return {"settings": {k: v for k, v in s.items() if k != "overrides"},
             "model": s["overrides"], "representation_worst_T8": round(worst, 3),
-            "representation_within_limit": ok, "results": results}
+            "representation_within_limit": ok,
+            "loss_based_worst": {f"T={t}": round(v, 3) for t, v in loss_worst.items()},
+            "results": results}
+
+
+def partial(num_tasks: int, out: str) -> None:
+    """Every configuration for one T, each row appended to the JSON file ``out`` as it finishes
+    (``python -m benchmarks.bench_weighting --partial T OUT``: for a loaded machine, where the
+    whole run would not finish; ``run`` is the normal entry point)."""
+    rows: dict[str, dict] = {}
+    for config in configurations():
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_weighting", config, str(num_tasks)],
+            capture_output=True, text=True, check=True,
+        )
+        rows[config] = json.loads(result.stdout.splitlines()[-1])
+        with open(out, "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"T={num_tasks} {config}: {rows[config]['time_vs_equal']:.2f}x equal", flush=True)
 
 
 if __name__ == "__main__":
-    print(json.dumps(child(sys.argv[1], int(sys.argv[2]))))
+    if sys.argv[1] == "--partial":
+        partial(int(sys.argv[2]), sys.argv[3])
+    else:
+        print(json.dumps(child(sys.argv[1], int(sys.argv[2]))))

@@ -85,6 +85,7 @@ class RunOptions:
     constant_baseline: bool
     evaluate: bool
     max_bad_steps: int
+    grad_clip_norm: float | None
     ckpt_path: str | None
     plugins: Sequence[str]
 
@@ -173,6 +174,7 @@ def build_module(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> pl.Lightn
         config=to_plain(cfg),
         weighting=build_weighting_from_config(cfg, tasks),
         max_bad_steps=cfg["max_bad_steps"],
+        grad_clip_norm=cfg["grad_clip_norm"],
         **loop_options,
     )
 

@@ -31,6 +31,7 @@ class MultiTaskModule(pl.LightningModule):
         config: Mapping[str, Any] | None = None,
         weighting: WeightingStrategy | None = None,
         max_bad_steps: int = 20,
+        grad_clip_norm: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": dict(config or {})})
@@ -50,6 +51,10 @@ class MultiTaskModule(pl.LightningModule):
         self.val_results: dict[str, dict[str, float]] = {}
         self.val_results_step = -1
         self.max_bad_steps = int(max_bad_steps)
+        if grad_clip_norm is not None and not (isinstance(grad_clip_norm, int | float)
+                                               and grad_clip_norm > 0):
+            raise ValueError(f"grad_clip_norm must be a number > 0 or null, got {grad_clip_norm!r}")
+        self.grad_clip_norm = None if grad_clip_norm is None else float(grad_clip_norm)
         self.bad_steps = 0
         #: minibatches of the whole run, fixed when it starts and kept in its checkpoints
         self.horizon: int | None = None
@@ -115,6 +120,18 @@ class MultiTaskModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.weighting.on_epoch_end()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradient-norm clipping (``grad_clip_norm``), in both loops.
+
+        Lightning calls this after the backward (the weighting's, which wrote the combined
+        update) and before every optimiser step, in automatic and in manual optimisation, where
+        its own ``gradient_clip_val`` is unavailable. The norm is over every parameter the
+        optimiser steps (with AMP, of the unscaled gradients).
+        """
+        if self.grad_clip_norm is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
 
     # -- validation ---------------------------------------------------------------------------
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from densemtl.models.adversarial import (
@@ -34,8 +35,8 @@ from densemtl.models.adversarial import (
 )
 from densemtl.tasks import Task
 from densemtl.training.base import MultiTaskModule
-from densemtl.weighting import WeightingOutput, WeightingStrategy
-from densemtl.weighting.gradient_based import GramStrategy
+from densemtl.weighting import WeightingOutput, WeightingStrategy, subset_weightings
+from densemtl.weighting.feed import backward_inputs, loss_samples
 
 SCHEDULES = ("per_task", "accumulated")
 
@@ -66,15 +67,17 @@ def single_tasking_step(
     combine their losses, add ``w_d·L_D`` on the task gradients at ``net.features`` when an
     adversary is given (Eq. 5: ``(1 − w_d)·Σ w_t L_t + w_d·L_D``), one ``backward``, one step.
     ``agree(losses)`` decides whether the pass's losses are usable (all processes must agree);
-    a rejected pass is skipped. Returns each run pass's weighting output and adversarial loss.
+    a rejected pass is skipped. The strategy gets what its ``needs`` declare
+    (``weighting/feed.py``), as in the joint loop. Returns each run pass's weighting output and
+    adversarial loss.
     """
     task_names = list(tasks)
+    needs = weighting.needs
     done = []
     for pass_tasks in passes:
         optimizer.zero_grad(set_to_none=True)
-        preds = net(batch["image"], list(pass_tasks))
-        losses = {t: tasks[t].loss(preds[t], batch[t]) for t in pass_tasks}
-        if agree is not None and not agree(losses):
+        samples = loss_samples(net, tasks, batch, pass_tasks, needs.samples)
+        if agree is not None and not all(agree(losses) for losses in samples):
             continue
         disc: list[Tensor] = []
 
@@ -87,13 +90,13 @@ def single_tasking_step(
                 total = combine_losses(total, disc[0], adversary.w_d)
             backward(total)
 
-        out = weighting.backward(
-            losses,
-            shared_parameters=net.shared_parameters(),
-            representation=net.shared_representation,
-            backward_fn=pass_backward,
-        )
+        out = weighting.backward(samples[-1], extra_losses=samples[:-1],
+                                 **backward_inputs(weighting, net), backward_fn=pass_backward)
         optimizer.step()
+        if needs.post_step_losses:
+            with torch.no_grad():
+                preds = net(batch["image"], list(pass_tasks))
+                weighting.after_step({t: tasks[t].loss(preds[t], batch[t]) for t in pass_tasks})
         done.append((out, disc[0].detach() if disc else None))
     return done
 
@@ -123,8 +126,8 @@ class SingleTaskingModule(MultiTaskModule):
         if schedule == "per_task" and len(order) > 1 and not self.weighting.accepts_task_subset:
             raise ValueError(
                 f"weighting {self.weighting.name!r} needs every task's loss at once; use "
-                "model.schedule=accumulated or a per-task weighting (fixed, equal, uncertainty, "
-                "dwa, lsb)"
+                f"model.schedule=accumulated or a per-task weighting "
+                f"({', '.join(subset_weightings())})"
             )
         adv = AdversarialOptions.from_config(adversarial)
         self.discriminator: TaskDiscriminator | None = None
@@ -141,10 +144,11 @@ class SingleTaskingModule(MultiTaskModule):
             )
 
     def _check_adversarial(self) -> None:
-        if isinstance(self.weighting, GramStrategy):
+        needs = self.weighting.needs
+        if needs.wrt in ("shared_parameters", "representation") or needs.samples > 1:
             raise ValueError(
-                f"adversarial training combines with loss-based weightings only, not "
-                f"{self.weighting.name!r}"
+                f"adversarial training combines with loss-based weightings (and GradNorm) "
+                f"only, not {self.weighting.name!r}"
             )
         if self.schedule == "accumulated" and not self.net.per_task_features:
             raise ValueError(

@@ -31,6 +31,48 @@ then all ∂L_t/∂z_t come from ONE ordinary backward through the task parts.
 """
 
 
+#: what a strategy's gradients are taken with respect to (``Needs.wrt``).
+WRT = ("shared_parameters", "last_shared_parameters", "representation")
+#: what a strategy computes from those gradients (``Needs.gradients``).
+GRADIENTS = ("none", "gram", "matrix")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What ``backward`` needs besides the task losses; the training loops provide exactly this.
+
+    ``wrt``: the tensors gradients are taken w.r.t. — the net's ``shared_parameters()``, its
+    ``last_shared_parameters()`` (GradNorm's W) or its ``shared_representation`` — or None for
+    a strategy of the loss values alone. ``gradients``: what it forms from them — the T×T Gram
+    matrix only, or the per-task gradient ``matrix`` itself (signs, running estimates, squares).
+    ``samples``: independent loss samples per step (MoDo, SDMGrad draw three); the loops split
+    the minibatch into that many disjoint chunks and pass the others as ``extra_losses``.
+    ``post_step_losses``: the losses on the same batch after the optimiser step (FAMO), given
+    to ``after_step``.
+    """
+
+    wrt: str | None = None
+    gradients: str = "none"
+    samples: int = 1
+    post_step_losses: bool = False
+
+    def __post_init__(self) -> None:
+        if self.wrt not in (None, *WRT) or self.gradients not in GRADIENTS or self.samples < 1:
+            raise ValueError(f"invalid strategy needs {self}")
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What one ``backward`` call received, as the strategy's ``_backward`` sees it.
+
+    ``extra_losses``: one stacked tensor per extra sample, in the order of the step's tasks.
+    """
+
+    shared_parameters: Inputs | None = None
+    representation: Inputs | None = None
+    extra_losses: tuple[Tensor, ...] = ()
+
+
 @dataclass(frozen=True)
 class WeightingOutput:
     """What one ``backward`` call used: per-task weights, raw losses and the combined objective.
@@ -161,6 +203,11 @@ class WeightingStrategy(nn.Module, ABC):
         """K, the number of tasks."""
         return len(self.tasks)
 
+    @property
+    def needs(self) -> Needs:
+        """What ``backward`` needs besides the losses (default: the loss values alone)."""
+        return Needs()
+
     def extra_parameters(self) -> list[nn.Parameter]:
         """Learned parameters of the strategy; the trainer gives them a group without decay."""
         return list(self.parameters())
@@ -175,24 +222,34 @@ class WeightingStrategy(nn.Module, ABC):
         *,
         shared_parameters: Inputs | None = None,
         representation: Inputs | None = None,
+        extra_losses: Sequence[Mapping[str, Tensor]] = (),
         backward_fn: BackwardFn = default_backward,
     ) -> WeightingOutput:
         """Combine the per-task ``losses`` (on the graph), run the backward, return what was used.
 
         ``shared_parameters``: the shared network's parameters (exact gradient methods, GradNorm's
         last shared layer). ``representation``: the shared encoder output the task-specific parts
-        consumed (representation-space methods). Loss-based strategies need neither.
+        consumed (representation-space methods). ``extra_losses``: the losses of the other
+        ``needs.samples − 1`` independent samples. ``needs`` says which of these to pass.
         """
         present = self._check_losses(losses)
         index = [self.tasks.index(t) for t in present]
         stacked = torch.stack([losses[t] for t in present])
+        want = self.needs.samples - 1
+        if len(extra_losses) != want:
+            raise ValueError(f"{self.name} needs {want} extra loss sample(s) (extra_losses=), "
+                             f"got {len(extra_losses)}")
+        extra = []
+        for sample in extra_losses:
+            if self._check_losses(sample) != present:
+                raise KeyError(f"{self.name}: every extra loss sample needs the tasks {present}")
+            extra.append(torch.stack([sample[t] for t in present]))
         with torch.no_grad():
             idx = torch.tensor(index, device=self.loss_sum.device)
             self.loss_sum.index_add_(0, idx, stacked.detach().to(self.loss_sum))
             self.loss_count.index_add_(0, idx, torch.ones_like(self.loss_sum[idx]))
-        weights, total = self._backward(
-            stacked, index, shared_parameters, representation, backward_fn
-        )
+        inputs = StepInputs(shared_parameters, representation, tuple(extra))
+        weights, total = self._backward(stacked, index, inputs, backward_fn)
         self.last_output = WeightingOutput(present, weights.detach(), stacked.detach(),
                                            total.detach())
         return self.last_output
@@ -202,11 +259,13 @@ class WeightingStrategy(nn.Module, ABC):
         self,
         losses: Tensor,
         index: list[int],
-        shared_parameters: Inputs | None,
-        representation: Inputs | None,
+        inputs: StepInputs,
         backward_fn: BackwardFn,
     ) -> tuple[Tensor, Tensor]:
         """Run the backward of the stacked ``losses`` (tasks ``index``); return (weights, total)."""
+
+    def after_step(self, losses: Mapping[str, Tensor]) -> None:
+        """The losses on the same batch after the optimiser step (only if ``needs`` asks)."""
 
     def on_epoch_end(self) -> None:
         """Close the epoch: append the epoch-mean raw losses to ``history``, reset, update.
@@ -267,6 +326,12 @@ WEIGHTING_REGISTRY: Registry[type[WeightingStrategy]] = Registry(
 
 #: class decorator: make a strategy buildable by its ``name``.
 register_weighting = WEIGHTING_REGISTRY.register()
+
+
+def subset_weightings() -> list[str]:
+    """The registered strategies that take a subset of the tasks' losses (per-task passes)."""
+    return sorted(n for n in WEIGHTING_REGISTRY.names()
+                  if WEIGHTING_REGISTRY.get(n).accepts_task_subset)
 
 
 def build_weighting(name: str, tasks: Sequence[str], **cfg: Any) -> WeightingStrategy:

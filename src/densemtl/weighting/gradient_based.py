@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from densemtl.weighting import solvers
 from densemtl.weighting.base import (
     BackwardFn,
-    Inputs,
+    Needs,
+    StepInputs,
     WeightingStrategy,
     finite_option,
     register_weighting,
@@ -114,17 +115,50 @@ def combine_backward(
     corrections: Corrections,
     backward_fn: BackwardFn,
     task_weights: Tensor | None = None,
+    regulariser: Tensor | None = None,
 ) -> None:
     """One backward giving the inputs Σ c_t g_t and task-specific parts Σ h_t ∇L_t (h = c if None).
 
     With h ≠ c, the inputs' share Σ (c_t − h_t) g_t is added through the surrogate ⟨x, stopgrad⟩.
+    ``regulariser`` (a term the inputs do not depend on, e.g. IMTL-L's −Σ s_t) is added.
     """
     if task_weights is None:
         backward_fn((coefficients * losses).sum())
         return
     objective = (task_weights * losses).sum()
+    if regulariser is not None:
+        objective = objective + regulariser
     for x, correction in corrections(coefficients - task_weights):
         objective = objective + (x * correction.detach()).sum()
+    backward_fn(objective)
+
+
+def flat_task_gradients(losses: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+    """The T × P matrix of per-task gradients over ``inputs`` (one batched VJP; zeros if unused).
+
+    For strategies that need the gradient vectors themselves (running estimates, squares).
+    """
+    grads = task_gradients(losses, inputs)
+    t = len(losses)
+    return torch.cat([(torch.zeros((t, x.numel()), dtype=losses.dtype, device=losses.device)
+                       if g is None else g.reshape(t, -1)) for x, g in zip(inputs, grads,
+                                                                           strict=True)], dim=1)
+
+
+def backward_with_update(objective: Tensor, inputs: Sequence[Tensor], current: Tensor,
+                         update: Tensor, backward_fn: BackwardFn) -> None:
+    """One backward of ``objective`` after which ``inputs`` hold ``update`` (flat, length P).
+
+    ``current`` (flat) is the gradient ``objective`` itself gives the inputs; the difference is
+    added through the surrogate ⟨x, stopgrad(update − current)⟩, so every other parameter keeps
+    the gradient of ``objective``.
+    """
+    delta = (update - current).detach()
+    offset = 0
+    for x in inputs:
+        n = x.numel()
+        objective = objective + (x * delta[offset:offset + n].view_as(x).to(x.dtype)).sum()
+        offset += n
     backward_fn(objective)
 
 
@@ -143,40 +177,72 @@ class GramStrategy(WeightingStrategy):
             raise ValueError(f"{self.name} space must be one of {SPACES}, got {space!r}")
         self.space = space
 
-    def _jacobian(self, losses: Tensor, index: list[int], shared_parameters: Inputs | None,
-                  representation: Inputs | None) -> tuple[Tensor, Corrections]:
-        """Gram matrix and corrections w.r.t. the inputs of ``space``."""
-        inputs = shared_parameters if self.space == "parameters" else representation
-        if inputs is None:
+    @property
+    def needs(self) -> Needs:
+        wrt = "shared_parameters" if self.space == "parameters" else "representation"
+        return Needs(wrt=wrt, gradients="gram")
+
+    def _inputs(self, index: list[int], inputs: StepInputs) -> tuple[list[Tensor], bool]:
+        """The tensors of ``space`` in task order, and whether they are one per task."""
+        given = inputs.shared_parameters if self.space == "parameters" else inputs.representation
+        if given is None:
             key = "shared_parameters" if self.space == "parameters" else "representation"
             raise ValueError(f"{self.name} (space={self.space!r}) needs {key}= in backward()")
-        if isinstance(inputs, Mapping):
-            if self.space == "parameters" or set(inputs) != set(self.tasks):
+        per_task = isinstance(given, Mapping)
+        if per_task:
+            if self.space == "parameters" or set(given) != set(self.tasks):
                 raise ValueError(f"{self.name}: a per-task dict is only for representation=, "
                                  f"with exactly the task keys {list(self.tasks)}")
-            tensors, jacobian = [inputs[self.tasks[i]] for i in index], per_task_input_jacobian
+            tensors = [given[self.tasks[i]] for i in index]
         else:
-            tensors, jacobian = _as_list(inputs), shared_input_jacobian
+            tensors = _as_list(given)
         if not tensors or not all(x.requires_grad for x in tensors):
             raise ValueError(f"{self.name}: every {self.space} tensor must require grad")
+        return tensors, per_task
+
+    def _jacobian(self, losses: Tensor, index: list[int], inputs: StepInputs
+                  ) -> tuple[Tensor, Corrections]:
+        """Gram matrix and corrections w.r.t. the inputs of ``space``."""
+        tensors, per_task = self._inputs(index, inputs)
+        jacobian = per_task_input_jacobian if per_task else shared_input_jacobian
         return jacobian(losses, tensors)
 
     def _backward(
         self,
         losses: Tensor,
         index: list[int],
-        shared_parameters: Inputs | None,
-        representation: Inputs | None,
+        inputs: StepInputs,
         backward_fn: BackwardFn,
     ) -> tuple[Tensor, Tensor]:
-        gram, corrections = self._jacobian(losses, index, shared_parameters, representation)
-        coef = torch.as_tensor(
-            self.coefficients(gram.cpu().numpy(), losses.detach().double().cpu().numpy()),
-            dtype=losses.dtype, device=losses.device,
-        )
-        heads = None if self.scale_task_specific else torch.ones_like(coef)
-        combine_backward(losses, coef, corrections, backward_fn, heads)
-        return coef, (coef * losses).sum()
+        factors, regulariser = self._loss_factors(index, losses)
+        scaled = losses if factors is None else factors * losses
+        gram, corrections = self._jacobian(scaled, index, inputs)
+        g = gram.cpu().numpy()
+        c = self.coefficients(g, losses.detach().double().cpu().numpy())
+        shared = self.shared_coefficients(c, g)
+        coef = torch.as_tensor(c, dtype=losses.dtype, device=losses.device)
+        heads = coef if self.scale_task_specific else torch.ones_like(coef)
+        if shared is not c:
+            coef_shared = torch.as_tensor(shared, dtype=losses.dtype, device=losses.device)
+        elif self.scale_task_specific and regulariser is None:
+            coef_shared, heads = coef, None  # one plain backward of Σ c_t L_t
+        else:
+            coef_shared = coef
+        combine_backward(scaled, coef_shared, corrections, backward_fn, heads, regulariser)
+        weights = coef if factors is None else coef * factors.detach()
+        return weights, (coef * scaled).sum()
+
+    def _loss_factors(self, index: list[int], losses: Tensor
+                      ) -> tuple[Tensor | None, Tensor | None]:
+        """Factors f_t: gradients are taken of f_t L_t; and a term added to the objective.
+
+        Default (None, None): the raw losses. IMTL-L: f = e^s, term −Σ s_t.
+        """
+        return None, None
+
+    def shared_coefficients(self, coefficients: np.ndarray, gram: np.ndarray) -> np.ndarray:
+        """The coefficients of the shared update (default: ``coefficients`` itself)."""
+        return coefficients
 
     @abstractmethod
     def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
@@ -187,9 +253,13 @@ class GramStrategy(WeightingStrategy):
 class MGDA(GramStrategy):
     """MGDA (Sener & Koltun): the min-norm point of the task gradients' convex hull.
 
-    ``space="representation"`` (default) is MGDA-UB. ``normalization``: none | l2 | loss | loss+.
-    ``normalised_update`` (default True): the update is the min-norm point of the normalised
-    gradients; False applies α to the raw gradients as the public MGDA-UB code does.
+    ``space="representation"`` (default) is MGDA-UB. ``normalization``: none | l2 | loss | loss+
+    (gradient t divided by n_t = 1, ‖g_t‖, L_t or L_t‖g_t‖ before the min-norm solve).
+    ``normalised_update`` (default True): the whole update is the gradient of ONE objective,
+    Σ (α_t/n_t) L_t — the shared part is the min-norm point of the normalised gradients and each
+    task's own parameters get α_t/n_t ∇L_t, so shared and task-specific parameters descend the
+    same scalarisation. (LibMTL leaves the task-specific parts unweighted; the official MGDA-UB
+    code applies α_t to the raw losses everywhere.) False is the official code: c = α.
     """
 
     name = "mgda"
@@ -243,11 +313,49 @@ class CAGrad(GramStrategy):
         return solvers.cagrad_coefficients(gram, self.c, self.rescale)
 
 
+IMTL_MODES = ("g", "l", "both")
+
+
 @register_weighting
 class IMTL(GramStrategy):
-    """IMTL-G (Liu et al. 2021): the update has equal projections onto every unit task gradient."""
+    """IMTL (Liu et al., ICLR 2021): ``mode`` g = IMTL-G, l = IMTL-L, both = the paper's IMTL.
+
+    IMTL-G: the shared update has equal projections onto every unit task gradient. IMTL-L:
+    every loss becomes e^{s_t} L_t − s_t with a learned scale s_t (init 0, the trainer's
+    optimiser, no weight decay); its optimum e^{s_t} L_t = 1 balances the loss scales. ``both``
+    runs IMTL-G on the scaled losses e^{s_t} L_t. The logged weight of task t is its coefficient
+    on the raw loss (c_t e^{s_t}).
+    """
 
     name = "imtl"
+
+    def __init__(self, tasks: Sequence[str], space: str | None = None, mode: str = "g") -> None:
+        super().__init__(tasks, space)
+        if mode not in IMTL_MODES:
+            raise ValueError(f"imtl mode must be one of {IMTL_MODES}, got {mode!r}")
+        self.mode = mode
+        if mode != "g":
+            self.log_scales = nn.Parameter(torch.zeros(self.num_tasks))
+
+    @property
+    def needs(self) -> Needs:
+        return Needs() if self.mode == "l" else super().needs
+
+    def _backward(self, losses: Tensor, index: list[int], inputs: StepInputs,
+                  backward_fn: BackwardFn) -> tuple[Tensor, Tensor]:
+        if self.mode != "l":
+            return super()._backward(losses, index, inputs, backward_fn)
+        factors, regulariser = self._loss_factors(index, losses)
+        total = (factors * losses).sum() + regulariser
+        backward_fn(total)
+        return factors.detach(), total
+
+    def _loss_factors(self, index: list[int], losses: Tensor
+                      ) -> tuple[Tensor | None, Tensor | None]:
+        if self.mode == "g":
+            return None, None
+        s = self.log_scales[index].to(losses.dtype)
+        return torch.exp(s), -s.sum()
 
     def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
         return solvers.imtl_coefficients(gram)
@@ -255,13 +363,33 @@ class IMTL(GramStrategy):
 
 @register_weighting
 class NashMTL(GramStrategy):
-    """Nash-MTL (Navon et al. 2022): α with α_i (Gα)_i = 1, applied to the losses as weights."""
+    """Nash-MTL (Navon et al. 2022): α with α_i (Gα)_i = 1, applied to the losses as weights.
+
+    ``max_norm`` (paper and official code: 1.0; None = off) clips the shared update Σ α_t g_t
+    to that norm, as the official code clips the shared parameters' gradient; the norm comes
+    from G (‖d‖² = αᵀGα, which the solution makes equal to T), so clipping costs nothing. In
+    ``space="representation"`` it is the norm of the gradient handed to the encoder. The
+    task-specific parts keep Σ α_t ∇L_t (the official code clips the shared parameters only).
+    """
 
     name = "nash_mtl"
     scale_task_specific = True
 
+    def __init__(self, tasks: Sequence[str], space: str | None = None,
+                 max_norm: float | None = 1.0) -> None:
+        super().__init__(tasks, space)
+        if max_norm is not None and not finite_option(self.name, "max_norm", max_norm) > 0:
+            raise ValueError(f"nash_mtl max_norm must be > 0 or null, got {max_norm}")
+        self.max_norm = None if max_norm is None else float(max_norm)
+
     def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
         return solvers.nash_mtl_coefficients(gram)
+
+    def shared_coefficients(self, coefficients: np.ndarray, gram: np.ndarray) -> np.ndarray:
+        norm = float(np.sqrt(max(coefficients @ gram @ coefficients, 0.0)))
+        if self.max_norm is None or norm <= self.max_norm:
+            return coefficients
+        return coefficients * (self.max_norm / norm)
 
 
 @register_weighting
@@ -306,14 +434,18 @@ class GradNorm(WeightingStrategy):
         self.loss_weights = nn.Parameter(torch.ones(self.num_tasks))
         self.initial_losses: list[float] | None = None
 
+    @property
+    def needs(self) -> Needs:
+        return Needs(wrt="last_shared_parameters", gradients="gram")
+
     def _backward(
         self,
         losses: Tensor,
         index: list[int],
-        shared_parameters: Inputs | None,
-        representation: Inputs | None,
+        inputs: StepInputs,
         backward_fn: BackwardFn,
     ) -> tuple[Tensor, Tensor]:
+        shared_parameters = inputs.shared_parameters
         if shared_parameters is None:
             raise ValueError("gradnorm needs shared_parameters= (the last shared layer's weights)")
         with torch.no_grad():
@@ -340,3 +472,47 @@ class GradNorm(WeightingStrategy):
         total = (task_weights * losses).sum()
         backward_fn(total)
         return task_weights, total
+
+
+class SampledGramStrategy(GramStrategy):
+    """Base of the double-sampling methods (MoDo, SDMGrad): three independent loss samples.
+
+    Weights are updated from the cross Gram matrix A = J₁J₂ᵀ of two samples (an unbiased
+    estimate of the true Gram, which J J ᵀ of one sample is not) and applied to the third, the
+    step's own sample: every parameter gets Σ c_t ∇L_t of it, in one backward. The loops split
+    the minibatch into three disjoint chunks (``needs.samples``). Parameter space only.
+    """
+
+    def __init__(self, tasks: Sequence[str], space: str | None = None) -> None:
+        super().__init__(tasks, space)
+        if self.space != "parameters":
+            raise ValueError(f"{self.name} works in space='parameters' only (its samples are "
+                             f"different minibatch chunks, so their representations differ)")
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(wrt="shared_parameters", gradients="gram", samples=3)
+
+    def _backward(self, losses: Tensor, index: list[int], inputs: StepInputs,
+                  backward_fn: BackwardFn) -> tuple[Tensor, Tensor]:
+        tensors, _ = self._inputs(index, inputs)
+        first, second = inputs.extra_losses
+        t = len(losses)
+        grads = task_gradients(torch.cat([first, second]), tensors)
+        cross = torch.zeros(t, t, dtype=torch.float64, device=losses.device)
+        for g in grads:
+            if g is not None:
+                flat = g.reshape(2 * t, -1)
+                cross += (flat[:t] @ flat[t:].T).double()
+        coef = torch.as_tensor(self.sample_coefficients(cross.cpu().numpy()),
+                               dtype=losses.dtype, device=losses.device)
+        total = (coef * losses).sum()
+        backward_fn(total)
+        return coef, total
+
+    @abstractmethod
+    def sample_coefficients(self, cross: np.ndarray) -> np.ndarray:
+        """c for the step's sample, from the float64 cross Gram matrix A = J₁J₂ᵀ (updates state)."""
+
+    def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{self.name} needs the cross Gram matrix of two samples")

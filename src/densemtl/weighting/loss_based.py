@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from densemtl.weighting.base import (
     BackwardFn,
-    Inputs,
+    StepInputs,
     WeightingStrategy,
     finite_option,
     register_weighting,
@@ -32,8 +32,7 @@ class LossWeighting(WeightingStrategy):
         self,
         losses: Tensor,
         index: list[int],
-        shared_parameters: Inputs | None,
-        representation: Inputs | None,
+        inputs: StepInputs,
         backward_fn: BackwardFn,
     ) -> tuple[Tensor, Tensor]:
         total, weights = self.objective(losses, index)

@@ -145,6 +145,8 @@ def pcgrad_coefficients(gram: np.ndarray, orders: np.ndarray) -> np.ndarray:
     coef = np.eye(t)
     for i in range(t):
         for j in orders[i]:
+            if j == i:  # the paper projects g_i' off the other tasks' gradients only
+                continue
             dot = coef[i] @ g[:, j]
             if dot < 0 and g[j, j] > 0:
                 coef[i, j] -= dot / g[j, j]
@@ -154,7 +156,7 @@ def pcgrad_coefficients(gram: np.ndarray, orders: np.ndarray) -> np.ndarray:
 # -- CAGrad ----------------------------------------------------------------------------------------
 
 
-def _project_simplex(v: np.ndarray) -> np.ndarray:
+def project_simplex(v: np.ndarray) -> np.ndarray:
     """Euclidean projection onto the probability simplex (sort-based, exact)."""
     u = np.sort(v)[::-1]
     css = np.cumsum(u) - 1.0
@@ -184,7 +186,7 @@ def _cagrad_dual(g: np.ndarray, c: float, tol: float, max_iter: int) -> np.ndarr
     def prox_step(y: np.ndarray, lip: float) -> tuple[np.ndarray, float]:
         gy, fy = grad(y), value(y)
         while True:
-            w_new = _project_simplex(y - gy / lip)
+            w_new = project_simplex(y - gy / lip)
             step = w_new - y
             if value(w_new) <= fy + gy @ step + 0.5 * lip * step @ step + 1e-15:
                 return w_new, lip
@@ -276,6 +278,22 @@ def nash_mtl_coefficients(
     get 0. No solution exists when some positive combination of the gradients is zero (e.g.
     two exactly opposite gradients): that raises.
     """
+    return alpha_fair_coefficients(gram, 1.0, tol, accept, max_iter)
+
+
+def alpha_fair_coefficients(
+    gram: np.ndarray, alpha: float, tol: float = 1e-10, accept: float = 1e-8,
+    max_iter: int = 100,
+) -> np.ndarray:
+    """w > 0 solving Gw = w^{-1/α} (FairGrad's α-fair allocation; α = 1 is Nash-MTL's system).
+
+    The stationarity condition of the strictly convex ½wᵀGw + Σ φ(w_i) with φ' = −w^{-1/α}
+    (φ = −log w for α = 1), solved by damped Newton to ‖w^{1/α} ⊙ Gw − 1‖ < ``tol`` as in
+    ``nash_mtl_coefficients``. G is first divided by s = its largest diagonal entry; the
+    solution for G is s^{−α/(α+1)} times the one for G/s.
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
     g = _as_gram(gram)
     out = np.zeros(len(g))
     active = np.flatnonzero(_nonzero(g))
@@ -284,35 +302,66 @@ def nash_mtl_coefficients(
     g = g[np.ix_(active, active)]
     scale = np.diag(g).max()
     g = g / scale
+    if alpha == 1.0:
+        def barrier(x: np.ndarray) -> float:
+            return float(-np.log(x).sum())
+
+        def power(x: np.ndarray) -> np.ndarray:  # x^{-1/α}
+            return 1.0 / x
+
+        def curvature(x: np.ndarray) -> np.ndarray:  # φ''(x)
+            return 1.0 / x**2
+
+        def balance(x: np.ndarray, gx: np.ndarray) -> np.ndarray:  # x^{1/α} ⊙ Gx
+            return x * gx
+
+        w = 1.0 / np.sqrt(np.diag(g))
+        rescale = 1.0 / np.sqrt(scale)
+    else:
+        e = 1.0 / alpha
+
+        def barrier(x: np.ndarray) -> float:
+            return float(-(x ** (1.0 - e)).sum() / (1.0 - e))
+
+        def power(x: np.ndarray) -> np.ndarray:
+            return x ** (-e)
+
+        def curvature(x: np.ndarray) -> np.ndarray:
+            return e * x ** (-e - 1.0)
+
+        def balance(x: np.ndarray, gx: np.ndarray) -> np.ndarray:
+            return x**e * gx
+
+        w = np.diag(g) ** (-alpha / (alpha + 1.0))
+        rescale = scale ** (-alpha / (alpha + 1.0))
 
     def objective(x: np.ndarray) -> float:
-        return float(0.5 * x @ g @ x - np.log(x).sum())
+        return float(0.5 * x @ g @ x) + barrier(x)
 
-    alpha = 1.0 / np.sqrt(np.diag(g))
     for _ in range(max_iter):
-        ga = g @ alpha
-        residual = np.linalg.norm(alpha * ga - 1.0)
+        gw = g @ w
+        residual = np.linalg.norm(balance(w, gw) - 1.0)
         if residual < tol:
-            out[active] = alpha / np.sqrt(scale)
+            out[active] = w * rescale
             return out
-        gradient = ga - 1.0 / alpha
+        gradient = gw - power(w)
         try:
-            step = np.linalg.solve(g + np.diag(1.0 / alpha**2), gradient)
-        except np.linalg.LinAlgError:  # α diverged (no solution): 1/α² underflowed
+            step = np.linalg.solve(g + np.diag(curvature(w)), gradient)
+        except np.linalg.LinAlgError:  # w diverged (no solution): the curvature underflowed
             break
-        size, f0, decrement = 1.0, objective(alpha), gradient @ step
-        while np.any(alpha - size * step <= 0):
+        size, f0, decrement = 1.0, objective(w), gradient @ step
+        while np.any(w - size * step <= 0):
             size *= 0.5
         # Armijo backtracking while far away; near the solution f changes below rounding, and
         # the full Newton step is taken (the quadratically convergent phase).
-        while decrement > 1e-10 and objective(alpha - size * step) > f0 - 0.25 * size * decrement:
+        while decrement > 1e-10 and objective(w - size * step) > f0 - 0.25 * size * decrement:
             size *= 0.5
-        alpha = alpha - size * step
+        w = w - size * step
     if residual < accept:
-        out[active] = alpha / np.sqrt(scale)
+        out[active] = w * rescale
         return out
     raise RuntimeError(
-        f"Nash-MTL: no solution of α_i (Gα)_i = 1 after {max_iter} Newton steps (residual "
+        f"no solution of Gw = w^(-1/α) (α = {alpha}) after {max_iter} Newton steps (residual "
         f"{residual:.3g}); the task gradients have a positive combination equal to zero"
     )
 

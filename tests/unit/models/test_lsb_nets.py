@@ -193,10 +193,9 @@ def test_joint_module_gives_gradnorm_only_the_last_shared_layer(nets):
     seen: list[list[int]] = []
 
     class RecordingGradNorm(GradNorm):
-        def _backward(self, losses, index, shared_parameters, representation, backward_fn):
-            seen.append([id(p) for p in shared_parameters])
-            return super()._backward(losses, index, shared_parameters, representation,
-                                     backward_fn)
+        def _backward(self, losses, index, inputs, backward_fn):
+            seen.append([id(p) for p in inputs.shared_parameters])
+            return super()._backward(losses, index, inputs, backward_fn)
 
     net = nets["lsb_full_sharing"]
     tasks = build_tasks(compose(["tasks=nyuv2_lsb3"]))
@@ -204,8 +203,8 @@ def test_joint_module_gives_gradnorm_only_the_last_shared_layer(nets):
     channels = {"lsb_depth": 1, "lsb_normals": 3, "lsb_semseg": 13}
     assert {t: task.out_channels for t, task in tasks.items()} == channels
     out = dict(zip(tasks, net(images()).values()))
-    module._step_losses = losses_of(out)
-    module.backward(sum(module._step_losses.values()))
+    module._step_losses = [losses_of(out)]  # one loss sample (GradNorm needs no more)
+    module.backward(sum(module._step_losses[0].values()))
     assert seen == [[id(net.decoder.convs[-2].weight)]]
     assert module.weighting.loss_weights.grad is not None
 

@@ -27,10 +27,41 @@ def run_epoch(strategy, rows) -> list[dict]:
 # -- registry and bad input ------------------------------------------------------------------------
 
 
-def test_registry_has_every_spec_strategy():
+def test_registry_has_every_spec_and_libmtl_strategy():
     assert set(WEIGHTING_REGISTRY) == {
         "fixed", "equal", "uncertainty", "dwa", "gls", "rlw", "lsb", "gradnorm", "mgda",
-        "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl"}
+        "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl", "upgrad", "fairgrad", "gradvac",
+        "graddrop", "moco", "db_mtl", "stch", "excess_mtl", "famo", "modo", "sdmgrad"}
+
+
+def test_the_weighting_sweep_covers_every_strategy():
+    from pathlib import Path
+
+    import yaml
+
+    sweep = Path(__file__).resolve().parents[3] / "conf" / "sweep" / "weighting_x_seeds.yaml"
+    names = yaml.safe_load(sweep.read_text())["hydra"]["sweeper"]["params"]["weighting"]
+    assert set(names.split(",")) == set(WEIGHTING_REGISTRY) | {"imtl_l", "imtl_both"}
+
+
+def test_every_strategy_has_a_config_with_its_defaults():
+    """conf/weighting/<name>.yaml exists for every strategy and its values are the defaults."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "weighting"
+    for name in WEIGHTING_REGISTRY.names():
+        cls = WEIGHTING_REGISTRY.get(name)
+        cfg = yaml.safe_load((conf / f"{name}.yaml").read_text())
+        assert cfg.pop("name") == name
+        params = inspect.signature(cls.__init__).parameters
+        for key, value in cfg.items():
+            default = params[key].default
+            if name == "fixed" or default is None or key == "space":
+                continue
+            assert value == default, (name, key)
 
 
 def test_unknown_name_lists_valid_ones():
@@ -299,7 +330,11 @@ class TwoLayer(nn.Module):
 ROUND_TRIP = {
     "fixed": {"weights": [1.0, 2.0, 3.0]}, "equal": {}, "uncertainty": {}, "dwa": {}, "gls": {},
     "rlw": {"seed": 3}, "lsb": {"beta_step": 0.3}, "gradnorm": {}, "mgda": {},
-    "pcgrad": {"seed": 5}, "cagrad": {}, "imtl": {}, "nash_mtl": {}, "aligned_mtl": {},
+    "pcgrad": {"seed": 5}, "cagrad": {}, "imtl": {"mode": "both"}, "nash_mtl": {},
+    "aligned_mtl": {}, "upgrad": {}, "fairgrad": {"alpha": 2.0}, "gradvac": {"beta": 0.5},
+    "graddrop": {"seed": 2}, "moco": {}, "db_mtl": {"beta_sigma": 0.5}, "stch": {
+        "warmup_epochs": 1}, "excess_mtl": {"robust_step_size": 0.5}, "famo": {"w_lr": 0.5},
+    "modo": {"gamma": 0.5}, "sdmgrad": {},
 }
 
 
@@ -313,12 +348,17 @@ def scenario(name: str, steps: range, state: dict | None = None) -> tuple[list, 
         strategy.load_state_dict(state["strategy"])
         net.load_state_dict(state["net"])
     used = []
+    needs = strategy.needs
     for step in steps:
         opt.zero_grad()
         losses, z = net.losses(step, TASKS)
+        extra = [net.losses(step + 0.3 * (k + 1), TASKS)[0] for k in range(needs.samples - 1)]
         out = strategy.backward(losses, shared_parameters=list(net.shared.parameters()),
-                                representation=z)
+                                representation=z, extra_losses=extra)
         opt.step()
+        if needs.post_step_losses:
+            with torch.no_grad():
+                strategy.after_step(net.losses(step, TASKS)[0])
         used.append(out.weight_tensor.tolist())
         if step % 3 == 2:
             strategy.on_epoch_end()
