@@ -11,6 +11,8 @@ divided by its largest diagonal entry, which leaves every coefficient vector bel
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 #: a task whose squared gradient norm is below this fraction of the largest one counts as zero.
@@ -32,6 +34,18 @@ def _nonzero(g: np.ndarray) -> np.ndarray:
 
 
 # -- MGDA: min-norm point of the convex hull -------------------------------------------------------
+
+
+def _on_active_tasks(gram: np.ndarray, solve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``solve`` on the Gram matrix of the tasks with a non-zero gradient; the others get 0
+    (every task 1/T when all gradients are zero)."""
+    g = _as_gram(gram)
+    active = np.flatnonzero(_nonzero(g))
+    if len(active) == 0:
+        return np.full(len(g), 1.0 / len(g))
+    out = np.zeros(len(g))
+    out[active] = solve(g[np.ix_(active, active)])
+    return out
 
 
 def min_norm_coefficients(gram: np.ndarray, tol: float = 1e-12, max_iter: int = 1000) -> np.ndarray:
@@ -249,18 +263,16 @@ def imtl_coefficients(gram: np.ndarray) -> np.ndarray:
     α_{2:T} = g_1 Uᵀ (D Uᵀ)⁻¹ with D_k = g_1 − g_k, U_k = u_1 − u_k, u = g/‖g‖; every inner
     product is read off G (⟨g_a, u_b⟩ = G_ab/‖g_b‖). Zero-gradient tasks get 0.
     """
-    g = _as_gram(gram)
-    out = np.zeros(len(g))
-    active = np.flatnonzero(_nonzero(g))
-    if len(active) == 0:
-        return np.full(len(g), 1.0 / len(g))
-    g = g[np.ix_(active, active)]
+    return _on_active_tasks(gram, _imtl_active)
+
+
+def _imtl_active(g: np.ndarray) -> np.ndarray:
+    """IMTL-G on a Gram matrix without zero-gradient tasks."""
     gu = g / np.sqrt(np.diag(g))[None, :]
     rhs = gu[0, 0] - gu[0, 1:]
     m = gu[0, 0] - gu[0, 1:][None, :] - gu[1:, 0][:, None] + gu[1:, 1:]
     rest = np.linalg.lstsq(m.T, rhs, rcond=None)[0]
-    out[active] = np.concatenate([[1.0 - rest.sum()], rest])
-    return out
+    return np.concatenate([[1.0 - rest.sum()], rest])
 
 
 # -- Nash-MTL --------------------------------------------------------------------------------------
@@ -294,12 +306,13 @@ def alpha_fair_coefficients(
     """
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    g = _as_gram(gram)
-    out = np.zeros(len(g))
-    active = np.flatnonzero(_nonzero(g))
-    if len(active) == 0:
-        return np.full(len(g), 1.0 / len(g))
-    g = g[np.ix_(active, active)]
+    return _on_active_tasks(gram, lambda g: _alpha_fair_active(g, alpha, tol, accept, max_iter))
+
+
+def _alpha_fair_active(
+    g: np.ndarray, alpha: float, tol: float, accept: float, max_iter: int
+) -> np.ndarray:
+    """``alpha_fair_coefficients`` on a Gram matrix without zero-gradient tasks."""
     scale = np.diag(g).max()
     g = g / scale
     if alpha == 1.0:
@@ -342,8 +355,7 @@ def alpha_fair_coefficients(
         gw = g @ w
         residual = np.linalg.norm(balance(w, gw) - 1.0)
         if residual < tol:
-            out[active] = w * rescale
-            return out
+            return w * rescale
         gradient = gw - power(w)
         try:
             step = np.linalg.solve(g + np.diag(curvature(w)), gradient)
@@ -358,8 +370,7 @@ def alpha_fair_coefficients(
             size *= 0.5
         w = w - size * step
     if residual < accept:
-        out[active] = w * rescale
-        return out
+        return w * rescale
     raise RuntimeError(
         f"no solution of Gw = w^(-1/α) (α = {alpha}) after {max_iter} Newton steps (residual "
         f"{residual:.3g}); the task gradients have a positive combination equal to zero"
