@@ -71,6 +71,8 @@ LOOPS = {"joint": JointModule, "single_tasking": SingleTaskingModule, "atrc": AT
 MODEL_KEYS = ("name", "arch", "loop")
 #: groups an architecture builder receives when it takes them as parameters
 NET_GROUPS = ("backbone",)
+#: the values of the ``modulation`` options that mean "no task conditioning" (``modulation=none``)
+NO_MODULATION = ("none", None, False)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,9 @@ def build_net(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> MultiTaskNet
     for key, value in dict(to_plain(cfg.get("modulation") or {})).items():
         if key in params:
             options[key] = value
+        elif value not in NO_MODULATION:  # an option the network would silently ignore
+            raise ValueError(f"modulation.{key}={value!r}: model.arch={arch} has no task "
+                             "conditioning of that kind; use modulation=none")
     channels = {t: task.out_channels for t, task in tasks.items()}
     return ARCHITECTURES.build(arch, tasks=channels, **options)
 

@@ -36,6 +36,15 @@ def test_unknown_key_rejected():
         compose(["trainer.max_epoch=3"])
 
 
+def test_modulation_a_network_would_ignore_is_refused():
+    cfg = compose(["model=lsb_full_sharing", "tasks=nyuv2_lsb3"])  # modulation=se_decoder default
+    with pytest.raises(ValueError, match=r"modulation.se='decoder'.*lsb_full_sharing.*"
+                                         "modulation=none"):
+        build_net(cfg, build_tasks(cfg))
+    cfg = compose(["model=lsb_full_sharing", "tasks=nyuv2_lsb3", "modulation=none"])
+    assert type(build_net(cfg, build_tasks(cfg))).__name__ == "FullSharingNet"
+
+
 def test_unknown_task_lists_valid_tasks():
     cfg = compose(["+tasks.segmantic={}"])
     with pytest.raises(KeyError, match="semseg"):

@@ -249,7 +249,8 @@ def test_pnasnet_encoder_builds_features_only_at_a_tiny_input():
                                       ("lsb_multi_decoder", MultiDecoderNet),
                                       ("lsb_cross_stitch", CrossStitchNet)])
 def test_build_net_dispatches_on_model_arch(arch, cls):
-    cfg = compose([f"model={arch}", "tasks=nyuv2_lsb3", "model.decoder_width=16"])
+    cfg = compose([f"model={arch}", "tasks=nyuv2_lsb3", "modulation=none",
+                   "model.decoder_width=16"])
     net = build_net(cfg, build_tasks(cfg))
     assert type(net) is cls and net.tasks == ("lsb_depth", "lsb_normals", "lsb_semseg")
     out = net(images())
