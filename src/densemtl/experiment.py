@@ -92,9 +92,48 @@ class RunOptions:
     plugins: Sequence[str]
 
 
+@dataclass(frozen=True)
+class TrackingOptions:
+    """``cfg.tracking`` (``conf/train.yaml`` documents each key)."""
+
+    sweep: str | None
+    group: str | None
+    tags: Sequence[str]
+    qualitative: int
+    objective: str | None
+
+
+@dataclass(frozen=True)
+class CheckpointOptions:
+    """``cfg.checkpoint`` (``conf/train.yaml`` documents each key)."""
+
+    every_n_steps: int | None
+    every_n_minutes: float | None
+    stop_after_epochs: int | None
+
+
+@dataclass(frozen=True)
+class PathOptions:
+    """``cfg.paths``."""
+
+    data_dir: str
+
+
+#: groups that configure the run itself (no builder of their own), checked like the top level
+RUN_GROUPS = {"tracking": TrackingOptions, "checkpoint": CheckpointOptions, "paths": PathOptions}
+
 #: top-level keys that are config groups, each checked by what it builds
 GROUP_KEYS = ("data", "tasks", "backbone", "model", "modulation", "adversarial", "weighting",
               "optimizer", "trainer", "logger", "paths", "tracking", "checkpoint")
+
+
+def check_run_options(cfg: Mapping[str, Any]) -> None:
+    """Refuse an unknown or wrongly typed top-level, ``tracking``, ``checkpoint`` or ``paths``
+    key (the other groups are checked by what they build)."""
+    top = {k: v for k, v in dict(to_plain(cfg)).items() if k not in GROUP_KEYS}
+    check_kwargs(RunOptions, top, "train")
+    for group, options in RUN_GROUPS.items():
+        check_kwargs(options, dict(to_plain(cfg[group])), group)
 
 
 def to_plain(cfg: Any) -> Any:
@@ -242,8 +281,7 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     multirun is its own wandb run)."""
     started = time.perf_counter()
     output_dir = Path(output_dir)
-    top = {k: v for k, v in dict(to_plain(cfg)).items() if k not in GROUP_KEYS}
-    check_kwargs(RunOptions, top, "train")
+    check_run_options(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     load_plugins(cfg["plugins"])
     pl.seed_everything(cfg["seed"], workers=True)

@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from densemtl.config import compose, conf_dir
-from densemtl.experiment import build_net, build_tasks
+from densemtl.experiment import build_net, build_tasks, check_run_options
 
 EXPERIMENTS = sorted(
     str(p.relative_to(conf_dir() / "experiment").with_suffix(""))
@@ -43,6 +43,18 @@ def test_modulation_a_network_would_ignore_is_refused():
         build_net(cfg, build_tasks(cfg))
     cfg = compose(["model=lsb_full_sharing", "tasks=nyuv2_lsb3", "modulation=none"])
     assert type(build_net(cfg, build_tasks(cfg))).__name__ == "FullSharingNet"
+
+
+def test_run_groups_refuse_unknown_and_mistyped_keys():
+    check_run_options(compose([]))  # the defaults conform
+    check_run_options(compose(["checkpoint.every_n_minutes=2.5", "tracking.tags=[a,b]"]))
+    with pytest.raises(ValueError, match=r"tracking: unknown option\(s\) \['qualitatve'\].*"
+                                         "qualitative"):
+        check_run_options(compose(["+tracking.qualitatve=2"]))
+    with pytest.raises(ValueError, match=r"checkpoint.every_n_steps='abc': expected"):
+        check_run_options(compose(["checkpoint.every_n_steps=abc"]))
+    with pytest.raises(ValueError, match=r"paths: unknown option\(s\) \['dat_dir'\]"):
+        check_run_options(compose(["+paths.dat_dir=/x"]))
 
 
 def test_unknown_task_lists_valid_tasks():
