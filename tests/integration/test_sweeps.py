@@ -1,5 +1,5 @@
 """Sweep presets and launchers: a parallel 2-job multirun that the report aggregates, the SLURM
-submission script, an Optuna search, and the ASTMT ablation rows."""
+submission script, an Optuna search, the ASTMT ablation rows and the ATRC synthetic study rows."""
 
 import json
 import os
@@ -111,3 +111,28 @@ def test_astmt_ablation_rows_are_the_paper_rows():
     acc = compose(["+sweep/astmt_rows=se_decoder_accumulated"])
     assert (acc.model.schedule, acc.model.execution, acc.modulation.se) == (
         "accumulated", "shared_encoder", "decoder")
+
+
+def test_atrc_synthetic_study_rows_and_sizes():
+    preset = yaml.safe_load((conf_dir() / "sweep" / "atrc_synthetic.yaml").read_text())
+    params = preset["hydra"]["sweeper"]["params"]
+    rows = [r.strip() for r in params["+sweep/atrc_rows"].split(",")]
+    files = sorted(p.stem for p in (conf_dir() / "sweep" / "atrc_rows").glob("*.yaml"))
+    assert sorted(rows) == files and len(rows) == 11 and params["seed"] == "0,1"
+    seen = {}
+    for row in rows:
+        cfg = compose(["sweep=atrc_synthetic", "atrc_genotype=/v/voted.json",
+                       f"+sweep/atrc_rows={row}"])
+        seen[row] = (cfg.single_task, cfg.model.loop, cfg.model.genotype, cfg.model.gt_regions)
+        assert (cfg.data.n, cfg.data.size, cfg.trainer.max_epochs) == (240, 48, 5)
+        assert cfg.model.encoder == "hrnet_tiny" and list(cfg.tasks) == [
+            "semseg", "depth", "normals", "edge"]
+    nyud4 = ["semseg", "depth", "normals", "edge"]
+    assert [seen[f"single_task_{t}"][0] for t in nyud4] == nyud4
+    assert seen["mtl"][2] == "all_none" and seen["atrc"][2] == "/v/voted.json"
+    assert {seen[r][2] for r in ("global", "local", "t_label", "s_label")} == {
+        "all_global", "all_local", "all_t_label", "all_s_label"}
+    assert seen["s_label_gt"][2:] == ("all_s_label", True) and seen["s_label"][3] is False
+    search = compose(["sweep=atrc_synthetic_search"])
+    assert search.model.loop == "atrc_search" and search.data.size == 48
+    assert search.trainer.max_epochs == 5

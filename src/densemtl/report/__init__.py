@@ -18,7 +18,12 @@ from hydra.experimental.callback import Callback
 
 from densemtl.report.groups import RunGroup, attach_delta_m, group_runs, mean_std
 from densemtl.report.html import render_html
-from densemtl.report.plots import plot_delta_m_resources, plot_metric_bars, plot_training_curves
+from densemtl.report.plots import (
+    plot_delta_m_resources,
+    plot_metric_bars,
+    plot_search_curves,
+    plot_training_curves,
+)
 from densemtl.report.tables import Section, Table, baselines_table, overview_table, task_tables
 from densemtl.runs import incomplete_runs, load_runs, write_json_atomic
 
@@ -85,6 +90,9 @@ def build_sections(
         images=[curves] if curves else [],
         text=[] if curves else ["No run logged train/weight/* in a metrics.csv."],
     ))
+    search = plot_search_curves(groups, out / "atrc_search.png")
+    if search:
+        sections.append(Section("ATRC search: α entropy and fixed blocks", images=[search]))
     cost = plot_delta_m_resources(groups, out / "delta_m_vs_resources.png", convention)
     if cost:
         sections.append(Section("Δm against parameters and multiply-adds", images=[cost]))

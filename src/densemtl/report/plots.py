@@ -1,5 +1,6 @@
 """Report figures: task weights and loss scales over training per configuration, final metrics
-per configuration (seeds as points, mean ± std), and Δm against parameters and multiply-adds.
+per configuration (seeds as points, mean ± std), Δm against parameters and multiply-adds, and
+the ATRC search's α entropy / fixed blocks / final α.
 
 Every figure tells configurations apart by colour *and* line style / marker, so curves that
 coincide (equal and fixed weighting, say) stay visible, and writes a PNG.
@@ -7,8 +8,10 @@ coincide (equal and fixed weighting, say) stay visible, and writes a PNG.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -180,3 +183,60 @@ def plot_delta_m_resources(
     fig.suptitle("Performance vs. resources (Δm mean ± std over seeds)")
     return save(fig, out)
 
+
+def search_curves(runs: Sequence[str | Path]) -> dict[str, Any] | None:
+    """ATRC search runs' ``search.json`` pooled over seeds: per step the mean (over runs) of the
+    blocks' mean α entropy and of the number of fixed blocks (steps all runs logged), and per
+    block the mean final softmax(α) with its candidates; None if no run has a search.json."""
+    files = [Path(r) / "search.json" for r in runs if (Path(r) / "search.json").is_file()]
+    if not files:
+        return None
+    data = [json.loads(f.read_text()) for f in files]
+    histories = [{h["step"]: h for h in d["history"]} for d in data]
+    steps = sorted(set.intersection(*(set(h) for h in histories)))
+    blocks = {
+        name: (b["candidates"], np.mean([d["blocks"][name]["softmax_alpha"] for d in data], axis=0))
+        for name, b in data[0]["blocks"].items()
+    }
+    return {
+        "runs": len(files),
+        "steps": np.asarray(steps),
+        "entropy": np.array([np.mean([h[s]["entropy"] for h in histories]) for s in steps]),
+        "fixed": np.array([np.mean([h[s]["fixed"] for h in histories]) for s in steps]),
+        "blocks": blocks,
+    }
+
+
+def plot_search_curves(groups: Sequence[RunGroup], out: str | Path) -> Path | None:
+    """ATRC search (one line per search configuration, mean over seeds): mean α entropy and
+    fixed blocks over steps, and a heat map of the first configuration's final softmax(α) minus
+    uniform per block (self blocks have 4 candidates, cross blocks 5); None if no run wrote a
+    search.json. The history keeps no per-step α, hence the end state."""
+    curves = [(g.label, c) for g in groups if (c := search_curves([r.path for r in g.runs]))]
+    if not curves:
+        return None
+    fig = Figure(figsize=(13.0, 4.2), layout="constrained")
+    ax_h, ax_f, ax_a = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
+    for i, (label, c) in enumerate(curves):
+        s = {k: v for k, v in style(i).items() if k != "marker"}
+        ax_h.plot(c["steps"], c["entropy"], **s, label=f"{label} ({c['runs']} runs)")
+        ax_f.plot(c["steps"], c["fixed"], **s)
+    ax_h.set(xlabel="step", ylabel="mean entropy of softmax(α)", title="α entropy")
+    ax_f.set(xlabel="step", ylabel="fixed blocks (mean over seeds)", title="fixed blocks",
+             ylim=(-0.5, len(curves[0][1]["blocks"]) + 0.5))
+    for ax in (ax_h, ax_f):
+        ax.grid(alpha=0.3)
+    ax_h.legend(fontsize=7)
+    blocks = curves[0][1]["blocks"]
+    names = list(dict.fromkeys(n for cands, _ in blocks.values() for n in cands))
+    grid = np.full((len(blocks), len(names)), np.nan)
+    for row, (cands, alpha) in enumerate(blocks.values()):
+        grid[row, [names.index(n) for n in cands]] = alpha - 1.0 / len(cands)
+    bound = float(np.nanmax(np.abs(grid))) or 1.0
+    image = ax_a.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
+    ax_a.set_xticks(range(len(names)), names, fontsize=7)
+    ax_a.set_yticks(range(len(blocks)), list(blocks), fontsize=6)
+    ax_a.set_title("final softmax(α) − 1/candidates, target<-source", fontsize=9)
+    fig.colorbar(image, ax=ax_a)
+    fig.suptitle("ATRC context-type search (search.json)")
+    return save(fig, out, dpi=90)
