@@ -113,7 +113,8 @@ def test_astmt_ablation_rows_are_the_paper_rows():
         "accumulated", "shared_encoder", "decoder")
 
 
-def test_atrc_synthetic_study_rows_and_sizes():
+def test_atrc_synthetic_study_rows_and_sizes(monkeypatch):
+    monkeypatch.setenv("ATRC_GENOTYPE", "/v/voted.json")
     preset = yaml.safe_load((conf_dir() / "sweep" / "atrc_synthetic.yaml").read_text())
     params = preset["hydra"]["sweeper"]["params"]
     rows = [r.strip() for r in params["+sweep/atrc_rows"].split(",")]
@@ -121,8 +122,7 @@ def test_atrc_synthetic_study_rows_and_sizes():
     assert sorted(rows) == files and len(rows) == 11 and params["seed"] == "0,1"
     seen = {}
     for row in rows:
-        cfg = compose(["sweep=atrc_synthetic", "atrc_genotype=/v/voted.json",
-                       f"+sweep/atrc_rows={row}"])
+        cfg = compose(["sweep=atrc_synthetic", f"+sweep/atrc_rows={row}"])
         seen[row] = (cfg.single_task, cfg.model.loop, cfg.model.genotype, cfg.model.gt_regions)
         assert (cfg.data.n, cfg.data.size, cfg.trainer.max_epochs) == (240, 48, 5)
         assert cfg.model.encoder == "hrnet_tiny" and list(cfg.tasks) == [
