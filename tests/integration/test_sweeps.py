@@ -119,7 +119,7 @@ def test_atrc_synthetic_study_rows_and_sizes(monkeypatch):
     params = preset["hydra"]["sweeper"]["params"]
     rows = [r.strip() for r in params["+sweep/atrc_rows"].split(",")]
     files = sorted(p.stem for p in (conf_dir() / "sweep" / "atrc_rows").glob("*.yaml"))
-    assert sorted(rows) == files and len(rows) == 11 and params["seed"] == "0,1"
+    assert sorted(rows) == files and len(rows) == 11 and params["seed"] == "0,1,2"
     seen = {}
     for row in rows:
         cfg = compose(["sweep=atrc_synthetic", f"+sweep/atrc_rows={row}"])
