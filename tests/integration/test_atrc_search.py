@@ -32,6 +32,20 @@ def test_unknown_search_key_is_rejected():
         build_module(cfg, build_tasks(cfg))
 
 
+def test_search_history_and_fixing_steps_survive_a_checkpoint(tmp_path):
+    cfg = compose(["experiment=atrc/synthetic_search", *SMALL])
+    module = build_module(cfg, build_tasks(cfg))
+    module.history = [{"step": 1, "temperature": 1.0, "entropy_weight": -0.02,
+                       "entropy": 1.55, "fixed": 0}]
+    module.fixed_at = {"semseg<-depth": 7}
+    ckpt: dict = {}
+    module.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "c.ckpt")
+    resumed = build_module(cfg, build_tasks(cfg))
+    resumed.on_load_checkpoint(torch.load(tmp_path / "c.ckpt", weights_only=True))
+    assert resumed.history == module.history and resumed.fixed_at == {"semseg<-depth": 7}
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("atrc") / "data"

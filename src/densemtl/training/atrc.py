@@ -198,6 +198,17 @@ class ATRCSearchModule(ATRCModule):
         override expects its automatic-optimisation bookkeeping)."""
         pl.LightningModule.backward(self, loss, *args, **kwargs)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["atrc_search"] = {"history": list(self.history), "fixed_at": dict(self.fixed_at)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed search continues its ``search.json`` history and fixing steps."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("atrc_search", {})
+        self.history = list(state.get("history", []))
+        self.fixed_at = dict(state.get("fixed_at", {}))
+
     def fix_blocks(self) -> list[str]:
         """Fix every open block whose top-2 gap passes the threshold; the newly fixed names."""
         newly = []
