@@ -10,6 +10,7 @@ import torch
 
 from densemtl.config import compose
 from densemtl.experiment import build_datamodule, build_module, build_tasks, build_trainer
+from densemtl.training.logging import run_info
 
 out = Path(sys.argv[1])
 cfg = compose([
@@ -21,7 +22,7 @@ cfg = compose([
 torch.manual_seed(0)
 tasks = build_tasks(cfg)
 module = build_module(cfg, tasks)
-trainer = build_trainer(cfg, out / "run")
+trainer = build_trainer(cfg, out / "run", run_info(cfg))
 trainer.fit(module, datamodule=build_datamodule(cfg, tasks))
 params = {k: v.detach().clone() for k, v in module.named_parameters()}
 torch.save({"params": params, "steps": trainer.global_step}, out / f"rank{trainer.global_rank}.pt")

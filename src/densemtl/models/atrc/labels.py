@@ -14,6 +14,7 @@ against either; ``region_maps`` gives the one-hot / soft maps the ground-truth-r
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -40,7 +41,7 @@ IGNORE = -100  # F.cross_entropy's default ignore_index
 NORMALS_DECODINGS = ("triangular", "nearest")
 
 
-class LabelSpace(nn.Module):
+class LabelSpace(nn.Module, ABC):
     """A task's label space as ``num_classes`` classes (an auxiliary head's output)."""
 
     num_classes: int
@@ -50,10 +51,10 @@ class LabelSpace(nn.Module):
         weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
         self.register_buffer("class_weights", weights, persistent=False)
 
+    @abstractmethod
     def encode(self, target: Tensor) -> Tensor:
         """Batch label -> ``int64`` ``B×H×W`` class map (``IGNORE`` = unlabelled) or soft
         ``B×K×H×W`` targets (all-zero = unlabelled)."""
-        raise NotImplementedError
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy of ``logits`` (``B×K×H×W``, label resolution) averaged over labelled
@@ -79,9 +80,9 @@ class LabelSpace(nn.Module):
         one_hot = F.one_hot(code.clamp_min(0), self.num_classes).permute(0, 3, 1, 2).float()
         return one_hot * (code != IGNORE).unsqueeze(1)
 
+    @abstractmethod
     def decode(self, logits: Tensor) -> Tensor:
         """Logits -> the task's prediction space."""
-        raise NotImplementedError
 
 
 class ClassLabels(LabelSpace):
