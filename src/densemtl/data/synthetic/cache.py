@@ -171,10 +171,7 @@ def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: i
             results = map(_render_chunk, jobs)
             _fill(stores, results, bar)
         else:
-            # not "fork": a process with threads (torch, the trainer) can fork a child that
-            # deadlocks on a lock another thread held (seen in the test suite)
-            methods = mp.get_all_start_methods()
-            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             with ctx.Pool(workers) as pool:
                 _fill(stores, pool.imap_unordered(_render_chunk, jobs), bar)
         bar.close()
