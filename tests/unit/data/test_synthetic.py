@@ -259,7 +259,11 @@ def test_image_seed_depends_on_seed_and_index_only() -> None:
     assert len({image_seed(s, i) for s in range(3) for i in range(50)}) == 150
 
 
-def test_cache_round_trip_is_exact_and_independent_of_n(tmp_path: Path) -> None:
+def test_cache_round_trip_is_exact_and_independent_of_n(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from densemtl.data.synthetic import cache
+
+    monkeypatch.setattr(cache, "IN_PROCESS_MAX", 0)  # render n=5 with the worker pool
     path = write_cache(tmp_path, n=5, size=32, seed=3, workers=2, progress=False)
     assert path.name == "synthetic-v1-n5-s32-seed3"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp dir left behind

@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from densemtl.data.synthetic.render import image_hw, image_seed, render_scene
 from densemtl.data.synthetic.scene import HUMAN_PART_NAMES, ROOM_SURFACES, SYNTHETIC_CLASSES
 
 VERSION = 1
+IN_PROCESS_MAX = 128  # caches this small render in the calling process
 
 
 class SyntheticCacheError(RuntimeError):
@@ -163,6 +165,8 @@ def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: i
         for k, v in first.items():
             stores[k][0] = v
         workers = max(1, min(workers or os.cpu_count() or 1, n))
+        if n <= IN_PROCESS_MAX:  # a pool costs more than it saves, and forking is not free
+            workers = 1
         chunk = max(1, min(32, (n - 1) // (4 * workers) + 1))
         jobs = _chunks(n, 1, chunk, int(seed), hw, extras)
         bar = _progress(n, progress, final.name)
@@ -171,7 +175,7 @@ def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: i
             results = map(_render_chunk, jobs)
             _fill(stores, results, bar)
         else:
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            ctx = mp.get_context(_start_method())
             with ctx.Pool(workers) as pool:
                 _fill(stores, pool.imap_unordered(_render_chunk, jobs), bar)
         bar.close()
@@ -200,6 +204,17 @@ def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: i
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _start_method() -> str:
+    """``fork`` when this process runs a single thread (fast start), else ``spawn``.
+
+    A child forked from a multi-threaded process inherits locks held by the other threads and
+    can deadlock on its first allocation (seen inside a threaded test runner).
+    """
+    if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
