@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from densemtl.report.groups import RunGroup, mean_std
-from densemtl.runs.summary import arrow, fmt, primary_metrics
+from densemtl.runs.summary import arrow, confidence_interval, fmt, primary_metrics
 
 #: Δm conventions: ATRC quotes a gain (higher is better), ASTMT a drop (= −gain, lower is better)
 DELTA_M_HEADERS = {"gain": "Δm gain (%) ↑", "drop": "Δm drop (%) ↓"}
@@ -70,12 +70,15 @@ def best_cells(values: Sequence[Sequence[float]], higher: Sequence[bool | None])
 
 
 def delta_m_cell(group: RunGroup, convention: str) -> str:
-    """The group's Δm in the chosen convention, mean ± std over its runs."""
+    """The group's Δm in the chosen convention, mean ± std [95 % CI] over its runs."""
     if not group.delta_m:
         return "—"
     sign = 1.0 if convention == "gain" else -1.0
     mean, std, n = mean_std([sign * g for g in group.delta_m])
-    return f"{mean:+.2f} ± {std:.2f}" if n > 1 else f"{mean:+.2f}"
+    if n < 2:
+        return f"{mean:+.2f}"
+    lo, hi = confidence_interval(mean, std, n)
+    return f"{mean:+.2f} ± {std:.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def overview_table(groups: Sequence[RunGroup], convention: str = "gain") -> Table:
@@ -98,10 +101,10 @@ def overview_table(groups: Sequence[RunGroup], convention: str = "gain") -> Tabl
             delta_m_cell(g, convention),
             "—" if params is None else f"{params / 1e6:.3f}",
             "—" if macs is None else f"{macs / 1e9:.3f}",
-            fmt(*mean_std(secs), digits=3),
+            fmt(*mean_std(secs), digits=3, ci=False),
         ])
     sources = sorted({g.delta_m_source for g in groups if g.delta_m_source})
-    note = "Mean ± sample standard deviation over seeds. "
+    note = "Mean ± sample standard deviation [95 % Student-t confidence interval] over seeds. "
     note += (f"Δm baselines: {'; '.join(sources)}." if sources else
              "No Δm: no single-task runs in the sweep and no --baselines file.")
     best = {(r, 3) for r, _ in best_cells(gains, [True])}  # the highest gain = the lowest drop

@@ -16,12 +16,27 @@ def primary_metrics(task: str) -> dict[str, bool]:
     return dict(TASK_REGISTRY[task].primary_metrics) if task in TASK_REGISTRY else {}
 
 
-def fmt(mean: float, std: float = 0.0, n: int = 1, digits: int = 4) -> str:
-    """``mean ± std`` with ``digits`` significant digits; the ± part only for more than one run."""
+def confidence_interval(mean: float, std: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of a mean from ``n`` runs with sample std ``std``."""
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def fmt(mean: float, std: float = 0.0, n: int = 1, digits: int = 4, ci: bool = True) -> str:
+    """``mean ± std [95 % CI]`` with ``digits`` significant digits; the ± part and the interval
+    only for more than one run (``ci=False``: no interval)."""
     if n == 0 or math.isnan(mean):
         return "—"
     text = f"{mean:.{digits}g}"
-    return f"{text} ± {std:.2g}" if n > 1 else text
+    if n < 2:
+        return text
+    text += f" ± {std:.2g}"
+    if ci:
+        lo, hi = confidence_interval(mean, std, n)
+        text += f" [{lo:.{digits}g}, {hi:.{digits}g}]"
+    return text
 
 
 def arrow(task: str, metric: str) -> str:

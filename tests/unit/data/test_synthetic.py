@@ -265,7 +265,7 @@ def test_cache_round_trip_is_exact_and_independent_of_n(tmp_path: Path,
 
     monkeypatch.setattr(cache, "IN_PROCESS_MAX", 0)  # render n=5 with the worker pool
     path = write_cache(tmp_path, n=5, size=32, seed=3, workers=2, progress=False)
-    assert path.name == "synthetic-v1-n5-s32-seed3"
+    assert path.name == "synthetic-v2-n5-s32-seed3"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp dir left behind
     arrays = load_cache(path)
     assert isinstance(arrays["depth"], np.memmap)

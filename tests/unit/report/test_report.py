@@ -86,13 +86,16 @@ def test_report_pools_seeds_and_takes_delta_m_against_single_task_runs(sweep, tm
     md = files.markdown.read_text()
     # each column's best in bold: equal's Δm beats dwa's; its mIoU 52 beats 41 and the
     # single-task 50; its rmse 0.9 is beaten by nothing (dwa 1.2, single-task 1.0)
-    assert "| weighting=equal | 2 (0, 1) | semseg, depth | **+7.00 ± 9.90** |" in md
-    assert "| weighting=equal | **52 ± 2.8** |" in md and "| weighting=dwa | 41 ± 1.4 |" in md
-    assert "| weighting=equal | **0.9 ± 0.14** |" in md
+    # with the 95 % Student-t interval of 2 runs: mean ± t(0.975, 1) = 12.706 · std / √2
+    assert ("| weighting=equal | 2 (0, 1) | semseg, depth | **+7.00 ± 9.90 [-81.94, +95.94]** |"
+            in md)
+    assert "| weighting=equal | **52 ± 2.8 [26.59, 77.41]** |" in md
+    assert "| weighting=dwa | 41 ± 1.4 [28.29, 53.71] |" in md
+    assert "| weighting=equal | **0.9 ± 0.14 [-0.3706, 2.171]** |" in md
     assert {p.name for p in files.plots} == {"training_curves.png", "delta_m_vs_resources.png",
                                              "final_metrics.png"}
     html = files.html.read_text()
-    assert '<td class="best">+7.00 ± 9.90</td>' in html and html.count('class="best"') == 3
+    assert '<td class="best">+7.00 ± 9.90 [-81.94, +95.94]</td>' in html and html.count('class="best"') == 3
     assert html.count("data:image/png;base64,") == 3 and "<img src=\"" not in html
     png = files.plots[0].read_bytes()
     assert base64.b64encode(png).decode() in html
@@ -147,3 +150,16 @@ def test_groups_without_overrides_are_labelled_by_the_differing_config(tmp_path)
     groups = by_label(files.summary)
     assert set(groups) == {"weighting=equal", "weighting=gls"}
     assert groups["weighting=equal"]["tasks"]["sal"]["maxF"]["mean"] == pytest.approx(1.0)
+
+
+def test_confidence_interval_matches_the_t_table() -> None:
+    from densemtl.runs.summary import confidence_interval, fmt
+
+    # values 1, 2, 3: mean 2, std 1; t(0.975, 2) = 4.303 (any t table) → 2 ± 4.303 / √3
+    lo, hi = confidence_interval(2.0, 1.0, 3)
+    assert (lo, hi) == pytest.approx((2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)))
+    assert fmt(2.0, 1.0, 3) == "2 ± 1 [-0.4841, 4.484]"
+    assert fmt(2.0, 1.0, 3, ci=False) == "2 ± 1" and fmt(2.0) == "2"
+    # a wider level gives a wider interval; more runs with the same spread a narrower one
+    assert confidence_interval(2.0, 1.0, 3, level=0.99)[0] < lo
+    assert confidence_interval(2.0, 1.0, 10)[0] > lo

@@ -203,10 +203,10 @@ def sample_scene(rng: np.random.Generator, height_px: int, width_px: int) -> Sce
     tan_half = np.tan(hfov / 2) * 0.8
     footprints: list[tuple[np.ndarray, float]] = []
 
-    def place(radius: float, near: float) -> np.ndarray | None:
+    def place(radius: float, near: float, bias: float = 1.6) -> np.ndarray | None:
         for _ in range(40):
-            far = -back - radius - 0.1  # favour near placements so objects cover more pixels
-            dist = near + (far - near) * rng.random() ** 1.6
+            far = -back - radius - 0.1  # favour near placements (bias > 1): more pixels
+            dist = near + (far - near) * rng.random() ** bias
             x = position[0] + rng.uniform(-1.0, 1.0) * dist * tan_half
             if abs(x) > half_w - radius - 0.05:
                 continue
@@ -219,10 +219,10 @@ def sample_scene(rng: np.random.Generator, height_px: int, width_px: int) -> Sce
     prims = list(faces)
     instance = FIRST_OBJECT_INSTANCE
     u = rng.random()
-    n_figures = 0 if u < 0.3 else (1 if u < 0.8 else 2)
+    n_figures = 0 if u < 0.15 else (1 if u < 0.65 else 2)
     for _ in range(n_figures):
         scale = rng.uniform(1.5, 1.85) / 1.75
-        base = place(0.45 * scale, 2.2)
+        base = place(0.45 * scale, 1.4, bias=3.0)
         if base is not None:
             toward = np.arctan2(position[0] - base[0], position[2] - base[2])
             prims += _figure(rng, instance, base, toward + rng.uniform(-1.6, 1.6), scale)
