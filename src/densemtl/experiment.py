@@ -5,6 +5,7 @@ Everything here takes plain mappings, so the same functions serve the CLI, noteb
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ class RunOptions:
     grad_clip_norm: float | None
     ckpt_path: str | None
     plugins: Sequence[str]
+    threads: int | None
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,21 @@ RUN_GROUPS = {"tracking": TrackingOptions, "checkpoint": CheckpointOptions, "pat
 #: top-level keys that are config groups, each checked by what it builds
 GROUP_KEYS = ("data", "tasks", "backbone", "model", "modulation", "adversarial", "weighting",
               "optimizer", "trainer", "logger", "paths", "tracking", "checkpoint")
+
+
+def cpu_threads(threads: int | None, job: Mapping[str, Any]) -> int:
+    """Intra-op CPU threads for this run: ``threads`` if set, else the cores this process may
+    use divided among the jobs a parallel multirun runs at once (so no core is oversubscribed:
+    an oversubscribed OpenMP pool spins, 16× slower per step measured here), else torch's."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads={threads}: expected a positive number of CPU threads")
+        return threads
+    jobs = job.get("parallel_jobs")
+    if jobs:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, (cores or 1) // jobs)
+    return torch.get_num_threads()
 
 
 def check_run_options(cfg: Mapping[str, Any]) -> None:
@@ -288,11 +305,13 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     # subnormal floats (e.g. in decays towards zero) slow CPU convolutions 10-100×; flushing
     # them changes results by < 1e-38 per value (no effect on GPUs)
     torch.set_flush_denormal(True)
+    torch.set_num_threads(cpu_threads(cfg["threads"], hydra_job()))
     tasks = build_tasks(cfg)
     baselines = load_baselines(to_plain(cfg["baselines"]))
     if baselines is not None:
         check_baselines(baselines, tasks)
-    info = {**run_info(cfg), "run_dir": str(output_dir.resolve())}
+    info = {**run_info(cfg), "run_dir": str(output_dir.resolve()),
+            "threads": torch.get_num_threads()}
     write_run_info(output_dir, {**info, "status": "running", "status_details": []})
     datamodule = build_datamodule(cfg, tasks)
     if cfg["constant_baseline"]:

@@ -1,6 +1,7 @@
 """What a user sees on the console: the suite's --help, no unactionable notices, the summary in
 the job's log file, one labelled line per epoch under the parallel launcher."""
 
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +55,6 @@ def test_parallel_jobs_print_one_labelled_line_per_epoch(tmp_path):
         for epoch in (1, 2):
             assert f"[job {job}: " in printed and f"seed={seed}] epoch {epoch}/2" in printed
     assert "it/s]" not in printed and "Epoch 0:" not in printed  # no progress bars
+    cores = len(os.sched_getaffinity(0))
+    for info in (tmp_path / "s").glob("*/run_info.json"):  # each job its share of the cores
+        assert json.loads(info.read_text())["threads"] == max(1, cores // 2)

@@ -80,3 +80,19 @@ def test_every_experiment_row_builds(name):
     assert set(net.tasks) == set(tasks)
     if "/" in name:  # paper rows name their runs after the row
         assert cfg.name == Path(name).name
+
+
+def test_cpu_threads_divides_the_cores_among_parallel_jobs() -> None:
+    import os
+
+    import torch
+
+    from densemtl.experiment import cpu_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_threads(3, {"parallel_jobs": 2}) == 3  # an explicit value wins
+    assert cpu_threads(None, {"parallel_jobs": 2}) == max(1, cores // 2)
+    assert cpu_threads(None, {"parallel_jobs": 4 * cores}) == 1
+    assert cpu_threads(None, {}) == torch.get_num_threads()  # a single run: torch's choice
+    with pytest.raises(ValueError, match="threads=0: expected a positive"):
+        cpu_threads(0, {})

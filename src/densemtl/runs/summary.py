@@ -16,7 +16,8 @@ def primary_metrics(task: str) -> dict[str, bool]:
     return dict(TASK_REGISTRY[task].primary_metrics) if task in TASK_REGISTRY else {}
 
 
-def confidence_interval(mean: float, std: float, n: int, level: float = 0.95) -> tuple[float, float]:
+def confidence_interval(mean: float, std: float, n: int,
+                        level: float = 0.95) -> tuple[float, float]:
     """Student-t confidence interval of a mean from ``n`` runs with sample std ``std``."""
     from scipy.stats import t
 

@@ -56,6 +56,8 @@ def hydra_job() -> dict[str, Any]:
         "sweep_dir": str(hc.sweep.dir) if multirun else None,
         "job_num": int(hc.job.num) if multirun else None,
         "launcher": hc.launcher.get("_target_") if multirun else None,
+        # jobs the launcher runs at once (the parallel launcher's n_jobs; None otherwise)
+        "parallel_jobs": hc.launcher.get("n_jobs") if multirun else None,
         "overrides": list(hc.overrides.task),
         "choices": {k: v for k, v in plain(hc.runtime.choices).items() if v is not None},
     }
