@@ -43,8 +43,11 @@ def test_prediction_grid_shows_image_label_and_prediction_in_the_task_colours():
     batch = {"image": torch.randn(2, 3, 16, 24), "semseg": torch.randint(0, 21, (2, 16, 24)),
              "depth": torch.rand(2, 1, 16, 24) + 0.5}
     module.net.train()
-    grids = prediction_grids(module, batch, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    grids = prediction_grids(module, batch, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), min_side=0)
     assert module.net.training  # restored
+    big = prediction_grids(module, batch, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # ≥ 192 px panels
+    assert big["semseg"].shape == (2 * 16 * 12 + 2, 3 * 24 * 12 + 2 * 2, 3)  # 12 = ⌈192 / 16⌉
+    assert np.array_equal(big["semseg"][::12, ::12][:16, :24], grids["semseg"][:16, :24])
     module.net.eval()
     with torch.no_grad():
         preds = module.net(batch["image"], ["semseg", "depth"])

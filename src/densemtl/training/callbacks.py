@@ -350,8 +350,10 @@ class DeltaMMonitor(pl.Callback):
         log_scalars(trainer, {f"val/{k}": v for k, v in d.items()})
 
 
-def tile(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> np.ndarray:
-    """Equal-size ``H×W×3`` pictures laid out as a grid with white ``gap``-pixel separators."""
+def tile(rows: Sequence[Sequence[np.ndarray]], gap: int = 2, zoom: int = 1) -> np.ndarray:
+    """Equal-size ``H×W×3`` pictures laid out as a grid with white ``gap``-pixel separators,
+    each enlarged ``zoom`` times (pixel repetition: labels stay exact)."""
+    rows = [[p.repeat(zoom, axis=0).repeat(zoom, axis=1) for p in r] for r in rows]
     h, w = rows[0][0].shape[:2]
     n_cols = max(len(r) for r in rows)
     grid = np.full((len(rows) * (h + gap) - gap, n_cols * (w + gap) - gap, 3), 255, np.uint8)
@@ -368,17 +370,22 @@ def prediction_grids(
     batch: Mapping[str, Any],
     mean: Sequence[float],
     std: Sequence[float],
+    min_side: int = 192,
 ) -> dict[str, np.ndarray]:
     """Per task a ``uint8`` grid: one row per image, columns image | ground truth | prediction,
-    drawn with the task's own colour map (the panels of ``analysis.qualitative``)."""
+    drawn with the task's own colour map (the panels of ``analysis.qualitative``), each panel
+    enlarged by an integer factor to at least ``min_side`` pixels (64-pixel scenes are too small
+    to judge by eye)."""
     from densemtl.analysis.qualitative import ValidationBatch, qualitative_panels
 
     data = ValidationBatch(dict(batch), tuple(mean), tuple(std))
     n = batch["image"].shape[0]
     rows = qualitative_panels({"prediction": module}, data, indices=range(n))
     pairs = list(zip(rows[::2], rows[1::2]))  # (ground-truth row, prediction row) per image
+    zoom = max(1, -(-min_side // min(batch["image"].shape[-2:])))
     return {
-        t: tile([[truth.panels["image"], truth.panels[t], pred.panels[t]] for truth, pred in pairs])
+        t: tile([[truth.panels["image"], truth.panels[t], pred.panels[t]] for truth, pred in pairs],
+                zoom=zoom)
         for t in module.tasks
     }
 
