@@ -95,7 +95,7 @@ def test_csv_and_tensorboard_get_learning_rates_delta_m_and_prediction_grids(tmp
         names = sorted(p.name for p in (out / "qualitative" / task).iterdir())
         assert names == ["epoch_0000.png", "epoch_0001.png"]
         picture = imread(out / "qualitative" / task / "epoch_0001.png")
-        assert picture.shape[:2] == (3 * 32 + 2 * 2, 3 * 32 + 2 * 2)
+        assert picture.shape[:2] == (3 * 192 + 2 * 2, 3 * 192 + 2 * 2)  # 32-px panels × 6
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     info = json.loads((out / "run_info.json").read_text())
     assert info == {**payload["run"], "status": "finished", "status_details": []}
