@@ -92,6 +92,7 @@ class RunOptions:
     ckpt_path: str | None
     plugins: Sequence[str]
     threads: int | None
+    channels_last: bool
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,7 @@ def build_module(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> pl.Lightn
         weighting=build_weighting_from_config(cfg, tasks),
         max_bad_steps=cfg["max_bad_steps"],
         grad_clip_norm=cfg["grad_clip_norm"],
+        channels_last=cfg["channels_last"],
         **loop_options,
     )
 
