@@ -88,10 +88,12 @@ def test_value_ranges_and_part_person_consistency(seed: int) -> None:
         assert (parts == 255).all()
 
 
-def test_some_but_not_all_images_contain_figures() -> None:
-    has_figure = [(render_scene(image_seed(0, i), 24)["human_parts"] != 255).any()
-                  for i in range(40)]
-    assert 0.5 <= np.mean(has_figure) <= 0.85
+def test_most_but_not_all_images_contain_figures_of_useful_size() -> None:
+    parts = [render_scene(image_seed(0, i), 32)["human_parts"] for i in range(80)]
+    has_figure = [(p != 255).any() for p in parts]
+    assert 0.75 <= np.mean(has_figure) <= 0.95  # 15 % of the scenes are sampled without one
+    cover = [(p[p != 255] > 0).mean() for p in parts if (p != 255).any()]
+    assert np.median(cover) > 0.06  # v1 scenes: 3 %, too few pixels for the parts at 64×64
 
 
 @pytest.mark.parametrize("seed", SEEDS)
