@@ -8,7 +8,7 @@ from torch import nn
 
 from densemtl.weighting import build_weighting, solvers
 from densemtl.weighting.gradient_based import task_gradients
-from densemtl.weighting.upgrad import upgrad_coefficients
+from densemtl.weighting.upgrad import dual_cone_weights, upgrad_coefficients
 
 TASKS = ("a", "b", "c")
 
@@ -257,6 +257,7 @@ SOLVE = {
     "nash_mtl": lambda g, loss: solvers.nash_mtl_coefficients(g),
     "aligned_mtl": lambda g, loss: solvers.aligned_mtl_coefficients(g),
     "upgrad": lambda g, loss: upgrad_coefficients(g),
+    "dualproj": lambda g, loss: dual_cone_weights(g, np.full(len(g), 1.0 / len(g))),
     "fairgrad": lambda g, loss: solvers.alpha_fair_coefficients(g, 1.0),
     "pcgrad": lambda g, loss: solvers.pcgrad_coefficients(g, np.stack(
         [torch.randperm(3, generator=PCGRAD_GEN).numpy() for _ in range(3)])),

@@ -109,6 +109,19 @@ def test_upgrad_at_torchjd_defaults_is_within_its_regularisation(kind, t):
 
 
 @pytest.mark.parametrize(("kind", "t"), CASES)
+def test_dualproj(kind, t):
+    """Same method, torchjd's ridge turned down as for UPGrad; uniform and a non-uniform
+    preference (ours normalises it to sum 1, torchjd uses it as given: passed normalised)."""
+    jac = jacobian(kind, t)
+    reg = 1e-9 if kind == "rank_deficient" else 1e-12
+    rtol = 1e-3 if kind == "ill" else 1e-5
+    for p in (np.full(t, 1.0 / t), np.arange(1.0, t + 1) / np.arange(1.0, t + 1).sum()):
+        theirs = jd.DualProj(pref_vector=torch.as_tensor(p),
+                             projector=QuadprogProjector(norm_eps=0.0, reg_eps=reg))(jac)
+        assert_update_close(ours(jac, dual_cone_weights(gram_of(jac), p)), theirs, rtol, jac)
+
+
+@pytest.mark.parametrize(("kind", "t"), CASES)
 def test_mgda(kind, t):
     """torchjd runs Frank–Wolfe (it stops on a step-size test or after max_iters); ours is
     exact. Relation: our ‖d‖² is never above theirs and theirs converges to it."""

@@ -31,7 +31,7 @@ def test_registry_has_every_spec_and_libmtl_strategy():
     assert set(WEIGHTING_REGISTRY) == {
         "fixed", "equal", "uncertainty", "dwa", "gls", "rlw", "lsb", "gradnorm", "mgda",
         "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl", "upgrad", "fairgrad", "gradvac",
-        "graddrop", "moco", "db_mtl", "stch", "excess_mtl", "famo", "modo", "sdmgrad"}
+        "graddrop", "moco", "db_mtl", "stch", "excess_mtl", "famo", "modo", "sdmgrad", "dualproj"}
 
 
 def test_the_weighting_sweep_covers_every_strategy():
@@ -331,7 +331,8 @@ ROUND_TRIP = {
     "fixed": {"weights": [1.0, 2.0, 3.0]}, "equal": {}, "uncertainty": {}, "dwa": {}, "gls": {},
     "rlw": {"seed": 3}, "lsb": {"beta_step": 0.3}, "gradnorm": {}, "mgda": {},
     "pcgrad": {"seed": 5}, "cagrad": {}, "imtl": {"mode": "both"}, "nash_mtl": {},
-    "aligned_mtl": {}, "upgrad": {}, "fairgrad": {"alpha": 2.0}, "gradvac": {"beta": 0.5},
+    "aligned_mtl": {}, "upgrad": {}, "dualproj": {"preference": [1.0, 2.0, 3.0]},
+    "fairgrad": {"alpha": 2.0}, "gradvac": {"beta": 0.5},
     "graddrop": {"seed": 2}, "moco": {}, "db_mtl": {"beta_sigma": 0.5}, "stch": {
         "warmup_epochs": 1}, "excess_mtl": {"robust_step_size": 0.5}, "famo": {"w_lr": 0.5},
     "modo": {"gamma": 0.5}, "sdmgrad": {},
