@@ -8,9 +8,16 @@ MobileNet-V2 ×1.0 with width 256 at 256×256 on a GPU), with the LSB study's ta
 ``weighting/feed.py`` exactly as the training loops drive it (extra samples: the minibatch
 split in three, one forward each; FAMO: one no-grad forward after the step).
 
-Every configuration runs in a fresh subprocess: it first runs its own steps and reads its peak
-memory (max RSS on CPU, ``max_memory_allocated`` on GPU), then times its step interleaved with
-equal weighting's in the same process, so the ratio shares the machine's conditions. Gradient
+Made to give trustworthy ratios on a loaded, shared machine. Every configuration runs in a
+process of its own (forked on CPU): it first runs its own warm-up steps and reads its peak
+memory (max RSS on CPU, ``max_memory_allocated`` on GPU), then builds an equal-weighting
+network and times the two steps in back-to-back pairs, the order swapped every pair; its ratio
+is the median of the per-pair ratios (quartiles kept), so a slow moment of the machine hits
+both sides of a pair. On CPU the process runs ONE thread and the clock is its CPU time: with
+two threads on two busy cores every step waited for the slower thread (equal weighting against
+itself measured 1.68x with 2 samples per side in the first run), and CPU time does not count
+waiting for a core. The control, equal weighting against a second equal-weighting network
+(``equal``), must come out within ``CONTROL_TOLERANCE`` of 1 for the run to count. Gradient
 methods run in both spaces: ``[rep]`` = w.r.t. the shared representation (the decoder features
 the heads read), ``[exact]`` = w.r.t. all shared parameters (one batched VJP). ``naive_loop`` is
 what public libraries do: one ``autograd.grad`` per task over the shared parameters, the MGDA
@@ -20,6 +27,7 @@ combination of the flattened gradients, then a backward for the task-specific pa
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -30,8 +38,8 @@ from collections.abc import Callable
 import torch
 
 #: Gram-matrix methods, each in both spaces.
-GRAM = ("mgda", "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl", "upgrad", "fairgrad",
-        "gradvac")
+GRAM = ("mgda", "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl", "upgrad", "dualproj",
+        "fairgrad", "gradvac")
 #: loss-based strategies (GradNorm: last shared layer only; FAMO: + one no-grad forward).
 LOSS_BASED = ("equal", "fixed", "uncertainty", "dwa", "gls", "rlw", "lsb", "stch", "famo",
               "imtl_l", "gradnorm")
@@ -44,6 +52,8 @@ TASK_SETS = {3: "nyuv2_lsb3", 8: "taskonomy_lsb8"}
 REPRESENTATION_LIMIT = 1.6
 #: loss-based methods should stay within this factor of equal weighting
 LOSS_LIMIT = 1.1
+#: the control, equal weighting against a second equal-weighting network, must be this close to 1
+CONTROL_TOLERANCE = 0.05
 #: configuration name -> (strategy name, options) where they differ
 ALIASES = {"imtl_l": ("imtl", {"mode": "l"}), "stch": ("stch", {"warmup_epochs": 0}),
            "nash_mtl": ("nash_mtl", {"max_norm": None})}
@@ -58,10 +68,11 @@ def configurations() -> list[str]:
 
 def settings() -> dict:
     """Problem size: the synthetic CPU model on CPU, MobileNet-V2 ×1.0 at 256×256 on a GPU."""
+    timing = {"warmup": 2, "min_pairs": 10, "max_pairs": 40, "budget_s": 4.0}
     if torch.cuda.is_available():
-        return {"device": "cuda", "batch": 8, "size": 256, "steps": 10, "rounds": 3,
+        return {"device": "cuda", "batch": 8, "size": 256, **timing,
                 "overrides": ["backbone=mobilenetv2", "model.decoder_width=256"]}
-    return {"device": "cpu", "batch": 8, "size": 64, "steps": 1, "rounds": 2,
+    return {"device": "cpu", "batch": 8, "size": 64, **timing,
             "overrides": ["backbone=mobilenetv2_cpu"]}
 
 
@@ -157,62 +168,140 @@ def make_step(config: str, num_tasks: int) -> Callable[[], None]:
     return step
 
 
-def timed(step: Callable[[], None], n: int) -> list[float]:
-    """Wall-clock seconds of ``n`` steps (device synchronised)."""
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        step()
-        if torch.cuda.is_available():
+def clock() -> Callable[[], float]:
+    """The step clock: this process's CPU time on CPU (one thread: the work done, unaffected
+    by waiting for a core on a shared machine), synchronised wall-clock time on a GPU."""
+    if torch.cuda.is_available():
+        def wall() -> float:
             torch.cuda.synchronize()
-        out.append(time.perf_counter() - start)
-    return out
+            return time.perf_counter()
+        return wall
+    return time.process_time
+
+
+def paired_ratios(step: Callable[[], None], reference: Callable[[], None], pairs: int
+                  ) -> tuple[list[float], list[float], list[float]]:
+    """``pairs`` back-to-back (step, reference) timings, the order swapped every pair (ABBA),
+    so slow drifts of the machine and first-/second-in-pair effects cancel in each ratio.
+
+    Returns the per-pair ratios step/reference and both sides' step times.
+    """
+    now = clock()
+    ratios, times, ref_times = [], [], []
+    for k in range(pairs):
+        spent = {}
+        for which in (("a", "b") if k % 2 == 0 else ("b", "a")):
+            start = now()
+            (step if which == "a" else reference)()
+            spent[which] = now() - start
+        times.append(spent["a"])
+        ref_times.append(spent["b"])
+        ratios.append(spent["a"] / spent["b"])
+    return ratios, times, ref_times
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(25th, 50th, 75th) percentiles."""
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[1], q[2]
 
 
 def child(config: str, num_tasks: int) -> dict:
-    """Peak memory of ``config`` alone, then its step time interleaved with equal weighting's."""
+    """Peak memory of ``config`` alone, then the median of per-pair step-time ratios against
+    an equal-weighting network built in the same process (``config="equal"``: the control)."""
     torch.set_flush_denormal(True)
     s = settings()
     step = make_step(config, num_tasks)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    own = timed(step, 2)  # warm-up and the memory peak of this configuration only
+    now = clock()
+    warm = []
+    for _ in range(s["warmup"]):  # warm-up, and the memory peak of this configuration only
+        start = now()
+        step()
+        warm.append(now() - start)
     if torch.cuda.is_available():
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     reference = make_step("equal", num_tasks)
-    timed(reference, 1)
-    times, ref_times = [], []
-    for _ in range(s["rounds"]):
-        times += timed(step, s["steps"])
-        ref_times += timed(reference, s["steps"])
-    step_s, ref_s = statistics.median(times), statistics.median(ref_times)
-    return {"step_s": step_s, "equal_step_s": ref_s, "time_vs_equal": step_s / ref_s,
-            "peak_mb": peak_mb, "warmup_s": own[0]}
+    ref_warm = []
+    for _ in range(s["warmup"]):
+        start = now()
+        reference()
+        ref_warm.append(now() - start)
+    pair_s = warm[-1] + ref_warm[-1]
+    pairs = max(s["min_pairs"], min(s["max_pairs"], int(s["budget_s"] / pair_s)))
+    wall_start = time.perf_counter()
+    ratios, times, ref_times = paired_ratios(step, reference, pairs)
+    q1, median, q3 = quartiles(ratios)
+    return {"time_vs_equal": median, "ratio_q1": q1, "ratio_q3": q3, "pairs": pairs,
+            "step_s": statistics.median(times), "equal_step_s": statistics.median(ref_times),
+            "peak_mb": peak_mb, "first_step_s": warm[0],
+            "cpu_share": (sum(times) + sum(ref_times)) / (time.perf_counter() - wall_start),
+            "load": os.getloadavg()[0]}
+
+
+def measure(config: str, num_tasks: int) -> dict:
+    """``child`` in a process of its own: forked on CPU (the imports are paid once, in the
+    parent), a fresh interpreter on a GPU (CUDA does not survive a fork)."""
+    if torch.cuda.is_available():
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_weighting", config, str(num_tasks)],
+            capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.splitlines()[-1])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, send one JSON line, leave without running atexit hooks
+        os.close(read)
+        code = 0
+        try:
+            payload = json.dumps(child(config, num_tasks))
+        except BaseException as exc:  # noqa: BLE001 - reported by the parent
+            payload, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}), 1
+        with os.fdopen(write, "w") as f:
+            f.write(payload)
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as f:
+        row = json.loads(f.read())
+    os.waitpid(pid, 0)
+    if "error" in row:
+        raise RuntimeError(f"bench_weighting {config} (T={num_tasks}): {row['error']}")
+    return row
 
 
 def run() -> dict:
-    """Every configuration for T = 3 and T = 8, each in its own process; prints the ratios."""
+    """Every configuration for T = 3 and T = 8, each in its own process; prints the ratios.
+
+    The run counts only if the control (equal weighting against another equal-weighting
+    network) comes out within ``CONTROL_TOLERANCE`` of 1 at both T.
+    """
     s = settings()
+    if s["device"] == "cpu":
+        torch.set_num_threads(1)  # before any op: the forked children inherit one thread
+        import densemtl.experiment  # noqa: F401 - paid once here, not in every child
+    load_start = os.getloadavg()
+    started = time.perf_counter()
     results: dict[str, dict] = {}
     for num_tasks in TASK_SETS:
         rows = {}
         for config in configurations():
-            out = subprocess.run(
-                [sys.executable, "-m", "benchmarks.bench_weighting", config, str(num_tasks)],
-                capture_output=True, text=True, check=True,
-            )
-            rows[config] = json.loads(out.stdout.splitlines()[-1])
-            print(f"T={num_tasks} {config}: {rows[config]['time_vs_equal']:.2f}x equal",
-                  flush=True)
+            rows[config] = measure(config, num_tasks)
+            r = rows[config]
+            print(f"T={num_tasks} {config}: {r['time_vs_equal']:.3f}x equal "
+                  f"(quartiles {r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}, {r['pairs']} pairs, "
+                  f"load {r['load']:.1f})", flush=True)
         equal_mb = rows["equal"]["peak_mb"]
         for row in rows.values():
             row["memory_vs_equal"] = row["peak_mb"] / equal_mb
         results[f"T={num_tasks}"] = rows
+    control = {t: results[f"T={t}"]["equal"]["time_vs_equal"] for t in TASK_SETS}
+    control_ok = all(abs(c - 1) <= CONTROL_TOLERANCE for c in control.values())
     print(f"Weighting step vs equal weighting, batch {s['batch']}, {s['size']}x{s['size']}, "
-          f"{s['device']} (memory: {'max allocated' if s['device'] == 'cuda' else 'max RSS'})")
+          f"{s['device']}, {'CPU time, 1 thread' if s['device'] == 'cpu' else 'wall time'} "
+          f"(memory: {'max allocated' if s['device'] == 'cuda' else 'max RSS'})")
     print(f"{'configuration':<22s}" + "".join(
         f" {f'T={t} time':>10s} {f'T={t} MB':>9s} {'mem':>5s}" for t in TASK_SETS))
     for config in configurations():
@@ -221,6 +310,8 @@ def run() -> dict:
             f"{results[f'T={t}'][config]['peak_mb']:>9.0f} "
             f"{results[f'T={t}'][config]['memory_vs_equal']:>4.2f}x" for t in TASK_SETS)
         print(f"{config:<22s}{cells}")
+    print("control (equal vs equal): " + ", ".join(f"T={t} {c:.3f}x" for t, c in control.items())
+          + f" ({'valid' if control_ok else 'INVALID'}: must be within {CONTROL_TOLERANCE})")
     rep = [f"{g}[rep]" for g in (*GRAM, *REPRESENTATION_ONLY)]
     worst = max(results["T=8"][c]["time_vs_equal"] for c in rep)
     ok = worst <= REPRESENTATION_LIMIT
@@ -233,34 +324,20 @@ def run() -> dict:
           + f" (target {LOSS_LIMIT}x)")
     for rows in results.values():
         for row in rows.values():
-            for key in ("step_s", "equal_step_s", "time_vs_equal", "peak_mb", "memory_vs_equal",
-                        "warmup_s"):
-                row[key] = round(row[key], 4)
+            for key, value in row.items():
+                if isinstance(value, float):
+                    row[key] = round(value, 4)
     return {"settings": {k: v for k, v in s.items() if k != "overrides"},
-            "model": s["overrides"], "representation_worst_T8": round(worst, 3),
-            "representation_within_limit": ok,
+            "model": s["overrides"], "clock": "process CPU time, 1 thread" if s["device"] == "cpu"
+            else "wall time, synchronised",
+            "control": {f"T={t}": round(c, 4) for t, c in control.items()},
+            "control_ok": control_ok, "load_start": [round(x, 2) for x in load_start],
+            "load_end": [round(x, 2) for x in os.getloadavg()],
+            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "representation_worst_T8": round(worst, 3), "representation_within_limit": ok,
             "loss_based_worst": {f"T={t}": round(v, 3) for t, v in loss_worst.items()},
             "results": results}
 
 
-def partial(num_tasks: int, out: str) -> None:
-    """Every configuration for one T, each row appended to the JSON file ``out`` as it finishes
-    (``python -m benchmarks.bench_weighting --partial T OUT``: for a loaded machine, where the
-    whole run would not finish; ``run`` is the normal entry point)."""
-    rows: dict[str, dict] = {}
-    for config in configurations():
-        result = subprocess.run(
-            [sys.executable, "-m", "benchmarks.bench_weighting", config, str(num_tasks)],
-            capture_output=True, text=True, check=True,
-        )
-        rows[config] = json.loads(result.stdout.splitlines()[-1])
-        with open(out, "w") as f:
-            json.dump(rows, f, indent=1)
-        print(f"T={num_tasks} {config}: {rows[config]['time_vs_equal']:.2f}x equal", flush=True)
-
-
 if __name__ == "__main__":
-    if sys.argv[1] == "--partial":
-        partial(int(sys.argv[2]), sys.argv[3])
-    else:
-        print(json.dumps(child(sys.argv[1], int(sys.argv[2]))))
+    print(json.dumps(child(sys.argv[1], int(sys.argv[2]))))
