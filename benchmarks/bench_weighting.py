@@ -68,7 +68,7 @@ def configurations() -> list[str]:
 
 def settings() -> dict:
     """Problem size: the synthetic CPU model on CPU, MobileNet-V2 ×1.0 at 256×256 on a GPU."""
-    timing = {"warmup": 2, "min_pairs": 10, "max_pairs": 40, "budget_s": 4.0}
+    timing = {"warmup": 2, "min_pairs": 16, "max_pairs": 60, "budget_s": 5.0}
     if torch.cuda.is_available():
         return {"device": "cuda", "batch": 8, "size": 256, **timing,
                 "overrides": ["backbone=mobilenetv2", "model.decoder_width=256"]}
@@ -281,7 +281,9 @@ def run() -> dict:
     s = settings()
     if s["device"] == "cpu":
         torch.set_num_threads(1)  # before any op: the forked children inherit one thread
-        import densemtl.experiment  # noqa: F401 - paid once here, not in every child
+        import densemtl.experiment  # noqa: F401 - imports paid once here, not in every child
+        from densemtl.weighting import WEIGHTING_REGISTRY
+        WEIGHTING_REGISTRY.names()  # discovers (imports) every strategy module
     load_start = os.getloadavg()
     started = time.perf_counter()
     results: dict[str, dict] = {}
