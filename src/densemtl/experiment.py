@@ -319,6 +319,7 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     if cfg["constant_baseline"]:
         return constant_baseline(cfg, tasks, datamodule, output_dir)
     module = build_module(cfg, tasks)
+    datamodule.check_input_size(module.net.output_stride, f"model.arch={cfg['model']['arch']}")
     params = parameter_counts(module.net, list(tasks))
     print(f"{info['architecture']} · {', '.join(tasks)} · weighting {info['weighting']}: "
           f"{params['total'] / 1e6:.2f} M parameters ({params['shared'] / 1e6:.2f} M shared)")

@@ -107,6 +107,7 @@ class DenseMTLNet(MultiTaskNet):
                 "decoder only (se='decoder', adapters=False, per_task_bn None or False)"
             )
 
+        self.output_stride = self.backbone.output_stride
         self.router = TaskRouter(self.tasks)
         conditioning = dict(tasks=self.tasks, router=self.router)
         condition_blocks(

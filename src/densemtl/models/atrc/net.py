@@ -175,6 +175,7 @@ class ATRCNet(MultiTaskNet):
     """
 
     per_task_features = True
+    output_stride = 32  # HRNet's lowest-resolution branch
 
     def __init__(
         self,
