@@ -4,6 +4,7 @@ than the images (accepted: padded with the ignore values)."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 
@@ -60,3 +61,28 @@ def test_a_crop_larger_than_the_images_is_padded_with_ignore_values_and_warned(t
     assert [(s != 255).sum() for s in semseg] == [256, 256]
     assert [(d[0] != 0).sum() for d in depth] == [256, 256]
     assert np.array_equal(semseg != 255, depth[:, 0] != 0)
+
+
+def test_mgda_on_the_astmt_network_follows_its_messages_to_a_working_run(tmp_path):
+    """MGDA-UB (space=representation) has no shared representation on a task-conditioned
+    decoder: refused before any data, naming the option that works; the per-task schedule then
+    names the accumulated one; the combination the messages lead to trains, with MGDA's
+    coefficients on the simplex."""
+    base = [*TINY, "data.size=16", "model=astmt", "weighting=mgda",
+            f"paths.data_dir={tmp_path / 'data'}"]
+    with pytest.raises(ValueError, match=re.escape(
+            "weighting 'mgda' takes gradients w.r.t. the shared representation, but the network "
+            "(DenseMTLNet) has none") + ".*use weighting.space=parameters"):
+        run(compose([*base, "model.schedule=accumulated"]), tmp_path / "run")
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(ValueError, match="needs every task's loss at once; use "
+                                         "model.schedule=accumulated"):
+        run(compose([*base, "weighting.space=parameters"]), tmp_path / "run")
+    payload = run(compose([*base, "weighting.space=parameters", "model.schedule=accumulated",
+                           "trainer.max_epochs=1"]), tmp_path / "run")
+    assert payload["config"]["weighting"] == {"name": "mgda", "space": "parameters",
+                                              "normalization": "none"}
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        (row,) = [r for r in csv.DictReader(f) if r.get("train/weight/semseg")]
+    weights = [float(row[f"train/weight/{t}"]) for t in ("semseg", "albedo", "depth")]
+    assert sum(weights) == pytest.approx(1.0, abs=1e-6) and min(weights) >= 0

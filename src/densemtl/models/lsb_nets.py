@@ -274,6 +274,7 @@ class CrossStitchNet(MultiTaskNet):
     """
 
     per_task_features = True  # each task's own mix of the columns
+    has_shared_representation = False
     output_stride = 2 ** (DECODER_LEVELS - 1)  # the encoder's stride-32 map
 
     def __init__(

@@ -50,6 +50,7 @@ class MultiTaskModule(pl.LightningModule):
             raise ValueError(
                 f"weighting tasks {list(self.weighting.tasks)} differ from {self.task_names}"
             )
+        self._check_representation()
         check_optimizer_config(optimizer)  # fail at start, not when the trainer calls for it
         self.optimizer_cfg = dict(optimizer)
         self.val_metrics = nn.ModuleDict({t: task.make_metric() for t, task in self.tasks.items()})
@@ -63,6 +64,20 @@ class MultiTaskModule(pl.LightningModule):
         self.bad_steps = 0
         #: minibatches of the whole run, fixed when it starts and kept in its checkpoints
         self.horizon: int | None = None
+
+    def _check_representation(self) -> None:
+        """Refuse at start-up a strategy that takes gradients w.r.t. the shared representation
+        when the network has none (task-conditioned layers interleave with shared ones)."""
+        if self.weighting.needs.wrt != "representation" or getattr(
+                self.net, "has_shared_representation", True):
+            return
+        fix = ("weighting.space=parameters (gradients w.r.t. the shared parameters)"
+               if hasattr(self.weighting, "space") else "another weighting")
+        raise ValueError(
+            f"weighting {self.weighting.name!r} takes gradients w.r.t. the shared "
+            f"representation, but the network ({type(self.net).__name__}) has none: its shared "
+            "and task-specific layers interleave (e.g. task-conditioned layers, modulation="
+            f"se_decoder); use {fix}, or a network without task conditioning (modulation=none)")
 
     # -- losses -------------------------------------------------------------------------------
     def task_losses(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict:
