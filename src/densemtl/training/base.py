@@ -167,6 +167,21 @@ class MultiTaskModule(pl.LightningModule):
             self.log(f"val/loss/{t}", loss, on_epoch=True, batch_size=batch["image"].shape[0])
             self.val_metrics[t].update(task.decode(preds[t]), batch[t])
 
+    def on_validation_epoch_start(self) -> None:
+        """Under DDP, give every process rank 0's network buffers (BN running statistics)
+        before validating.
+
+        Each process updates its running statistics from its own batches, and nothing keeps
+        them equal in the single-tasking loop (its passes run the network outside the DDP
+        wrapper's forward, which broadcasts buffers). The checkpoint holds rank 0's; without
+        this each rank would score its share of the validation images with other statistics
+        than the checkpoint's, and a resumed run (all ranks restarted from rank 0's) would
+        report other metrics than the same run uninterrupted.
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for buffer in self.net.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
     def on_validation_epoch_end(self) -> None:
         results: dict[str, dict[str, float]] = {}
         for t, metric in self.val_metrics.items():
