@@ -62,7 +62,7 @@ from densemtl.weighting import WeightingStrategy, build_weighting
 
 __all__ = [
     "build_datamodule", "build_module", "build_net", "build_tasks", "build_trainer",
-    "build_weighting_from_config", "evaluate_checkpoint", "load_module", "run",
+    "build_weighting_from_config", "eval_overrides", "evaluate_checkpoint", "load_module", "run",
 ]
 
 #: ``model.loop`` -> Lightning module
@@ -319,6 +319,7 @@ def run(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
     if cfg["constant_baseline"]:
         return constant_baseline(cfg, tasks, datamodule, output_dir)
     module = build_module(cfg, tasks)
+    datamodule.check_input_size(module.net.output_stride, f"model.arch={cfg['model']['arch']}")
     params = parameter_counts(module.net, list(tasks))
     print(f"{info['architecture']} · {', '.join(tasks)} · weighting {info['weighting']}: "
           f"{params['total'] / 1e6:.2f} M parameters ({params['shared'] / 1e6:.2f} M shared)")
@@ -421,21 +422,56 @@ def load_module(
     if not cfg:
         raise ValueError(f"checkpoint {path} holds no densemtl config (hyper_parameters.config)")
     load_plugins(cfg.get("plugins") or [])  # configs saved before plugins existed lack the key
+    trained = {t: task.out_channels for t, task in build_tasks(cfg).items()}
     if overrides:
         cfg = to_plain(OmegaConf.merge(OmegaConf.create(cfg), OmegaConf.create(dict(overrides))))
     tasks = build_tasks(cfg)
+    changed = [t for t, task in tasks.items() if trained.get(t) != task.out_channels]
+    if changed or set(tasks) != set(trained):
+        raise ValueError(f"overrides {dict(overrides or {})} change the network's outputs "
+                         f"({ {t: tasks[t].out_channels for t in tasks} } instead of the "
+                         f"checkpoint's {trained}); {path} can only be evaluated as trained")
     module = build_module(cfg, tasks)
     module.load_state_dict(ckpt["state_dict"])
     return module
 
 
+#: the top-level keys of ``conf/eval.yaml``: anything else (``+model.…``) is refused
+EVAL_KEYS = ("ckpt_path", "baselines", "plugins", "data", "trainer", "logger", "paths")
+#: the ``data`` keys ``densemtl-eval`` may override: how the validation images are loaded and
+#: scored, never which images (``n``, ``size``, ``seed``, splits, ``root``) or the network
+EVAL_DATA_KEYS = ("batch_size", "num_workers", "task_args")
+
+
+def eval_overrides(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``data`` settings an evaluation config changes in the checkpoint's config (``data.
+    batch_size`` becomes ``data.val_batch_size``, the only batch size validation uses); any
+    other key is refused: evaluation rebuilds the network and the data from the checkpoint."""
+    plain = dict(to_plain(cfg))
+    unknown = [k for k in plain if k not in EVAL_KEYS]
+    data = {k: v for k, v in dict(plain.get("data") or {}).items() if v not in (None, {})}
+    other = [f"data.{k}" for k in data if k not in EVAL_DATA_KEYS]
+    if unknown or other:
+        raise ValueError(
+            f"densemtl-eval evaluates {cfg['ckpt_path']} as it was trained, on its own data: "
+            f"{', '.join(unknown + other)} cannot be overridden (the network and the evaluation "
+            f"images come from the checkpoint's config); evaluation may set "
+            f"{', '.join(f'data.{k}' for k in EVAL_DATA_KEYS)} and {', '.join(EVAL_KEYS[:3])}, "
+            "trainer, logger, paths")
+    if "batch_size" in data:
+        data["val_batch_size"] = data.pop("batch_size")
+    return {"data": data} if data else {}
+
+
 def evaluate_checkpoint(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[str, Any]:
-    """Validate the checkpoint ``cfg.ckpt_path`` on its run's dataset (``cfg.data`` merged over
-    the run's, metric conventions included); writes ``metrics.json``. The baselines are checked
-    against the tasks before any data is read."""
+    """Validate the checkpoint ``cfg.ckpt_path`` on its run's dataset, with the loading and
+    metric settings :func:`eval_overrides` allows merged over the run's config; writes
+    ``metrics.json``, whose ``eval_overrides`` states what was changed. The baselines are
+    checked against the tasks before any data is read."""
     output_dir = Path(output_dir)
     load_plugins(cfg["plugins"])
-    module = load_module(cfg["ckpt_path"], {"data": to_plain(cfg["data"])})
+    overrides = eval_overrides(cfg)
+    module = load_module(cfg["ckpt_path"], overrides)
     baselines = load_baselines(to_plain(cfg["baselines"]))
     if baselines is not None:
         check_baselines(baselines, module.tasks)
@@ -445,4 +481,5 @@ def evaluate_checkpoint(cfg: Mapping[str, Any], output_dir: str | Path) -> dict[
     check_kwargs(pl.Trainer, targs, "trainer")
     trainer = pl.Trainer(default_root_dir=str(output_dir), logger=False, **targs)
     trainer.validate(module, datamodule=datamodule, verbose=False)
-    return finish(run_cfg, module, output_dir, baselines, checkpoint=str(cfg["ckpt_path"]))
+    return finish(run_cfg, module, output_dir, baselines, checkpoint=str(cfg["ckpt_path"]),
+                  eval_overrides=overrides)

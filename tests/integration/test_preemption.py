@@ -18,11 +18,12 @@ from densemtl.training.checkpoint import load_checkpoint
 TINY = ["data.n=20", "data.size=32", "data.batch_size=4", "trainer=debug",
         "trainer.max_epochs=4", "trainer.limit_train_batches=4", "tracking.qualitative=0",
         "model=mtl_baseline", "modulation=none", "tasks=fsv3", "checkpoint.every_n_minutes=null"]
+NARROW = ["backbone.channels=[8,8,16,16]", "backbone.stem_width=8", "model.decoder_width=16"]
 
 
-def start(run_dir: Path, *args: str, cwd: Path) -> subprocess.Popen:
+def start(run_dir: Path, *args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("densemtl-train")
-    env = {**os.environ, "DENSEMTL_DATA": str(cwd / "data")}
+    env = {**os.environ, "DENSEMTL_DATA": str(cwd / "data"), **(env or {})}
     return subprocess.Popen([str(exe), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -94,3 +95,40 @@ def test_sigterm_checkpoints_marks_the_run_and_exits_non_zero(tmp_path):
     assert ckpt["global_step"] == info["global_step"] >= 5  # the first epoch and more
     assert not (run_dir / "metrics.json").exists()
     assert_complete_history(run_dir)
+
+
+def test_slurm_signal_requeues_and_the_requeued_job_resumes_in_its_directory(tmp_path):
+    """A job sbatch'ed by hand (``--signal=USR1@300 --requeue``): SLURM's environment and its
+    signal are real, ``scontrol`` is a stub that records its call (no cluster here). The second
+    start is what a requeued job runs: the same command and job id, no directory named."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "2",
+             "SLURM_JOB_NAME": "densemtl", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    run_dir = tmp_path / "outputs" / "slurm-4240_2"
+    args = [*TINY, *NARROW]
+    proc = start(run_dir, *args, cwd=tmp_path, env=slurm)
+    wait_for_epoch(proc, run_dir, 1)
+    proc.send_signal(signal.SIGUSR1)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 128 + signal.SIGUSR1, out[-3000:]
+    assert "SLURM job requeued" in out
+    assert calls.read_text() == "requeue 4240_2\n"
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["status"] == "interrupted" and info["signal"] == "SIGUSR1"
+    stopped_at = load_checkpoint(info["checkpoint"])["global_step"]
+    assert stopped_at == info["global_step"] >= 5
+
+    requeued = start(run_dir, *args, cwd=tmp_path, env=slurm)
+    out = requeued.communicate(timeout=600)[0]
+    assert requeued.returncode == 0, out[-3000:]
+    assert f"Resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in out
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["slurm-4240_2"]
+    assert json.loads((run_dir / "run_info.json").read_text())["status"] == "finished"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 16
+    assert_complete_history(run_dir)
+    assert {r["epoch"] for r in history(run_dir)} == {"0", "1", "2", "3"}
+    assert calls.read_text() == "requeue 4240_2\n"  # the finished job asked for nothing more

@@ -10,6 +10,8 @@ Inputs are sweep directories (every run below them), run directories (holding me
 wandb offline run directories (the run directory that holds them). Runs differing only in the
 seed are pooled (mean ± std). Δm is taken against the single-task runs among the inputs (same
 dataset) or the --baselines file (a metrics.json or a JSON mapping task -> {metric: value}).
+A run whose metrics.json is unreadable (truncated, not a densemtl result) is left out with a
+warning naming the file (exit status 0); when no run is readable the status is 1.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"densemtl-report: {err}", file=sys.stderr)
         return 1
+    for problem in files.skipped:
+        print(f"densemtl-report: warning: left out {problem}", file=sys.stderr)
     print(files.overview)
     print(f"\nWritten: {files.markdown}\n         {files.html}\n         {files.summary}")
     for plot in files.plots:

@@ -3,7 +3,9 @@
 ``densemtl-train resume=<run dir> [overrides]`` continues a run: it composes the run's own
 overrides (``<run dir>/.hydra/overrides.yaml``, the new ones taking precedence) into the same
 directory, where the run finds its ``checkpoints/last.ckpt``. A run stopped by a signal exits
-with 128 + the signal number (143 for SIGTERM), never 0.
+with 128 + the signal number (143 for SIGTERM), never 0. Inside a SLURM batch job a single run
+writes to ``outputs/slurm-<job id>`` unless ``hydra.run.dir`` is given, so the job SLURM requeues
+(same id, same command) resumes there instead of starting in a new timestamped directory.
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ def resume_argv(argv: Sequence[str]) -> list[str]:
     return [*saved, *extra, f"hydra.run.dir={run_dir}"]
 
 
+def slurm_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` plus ``hydra.run.dir=outputs/slurm-<job id>`` for a single run inside a SLURM
+    batch job that names no directory (Hydra's default is a new timestamped one per start)."""
+    from densemtl.training.callbacks import slurm_job_id, under_slurm
+
+    named = any(override_key(a) == "hydra.run.dir" for a in argv)
+    if not under_slurm() or named or {"-m", "--multirun"} & set(argv):
+        return list(argv)
+    return [*argv, f"hydra.run.dir=outputs/slurm-{slurm_job_id()}"]
+
+
 def check_objective(cfg: Mapping[str, Any]) -> None:
     """Refuse at start-up a ``tracking.objective`` the run cannot produce (rather than after
     training): ``delta_m_gain`` without baselines, or a task the run does not train."""
@@ -100,7 +113,7 @@ def train(cfg: DictConfig) -> float | None:
 
 def main() -> float | None:
     """Console entry point: :func:`train` after expanding ``resume=``."""
-    sys.argv[1:] = resume_argv(sys.argv[1:])
+    sys.argv[1:] = slurm_argv(resume_argv(sys.argv[1:]))
     return train()
 
 

@@ -9,6 +9,7 @@ dataset of numpy samples ``{"image", <label key>..., "meta"}``.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -21,11 +22,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 from densemtl.data.transforms import (
     Sample,
     build_transforms,
+    size_pair,
 )
 from densemtl.registry import Registry, check_kwargs
 from densemtl.tasks.base import Task
 
 DatasetBuilder = Callable[..., Dataset]
+log = logging.getLogger(__name__)
 
 #: every dataset, by name; discovered from the modules of ``densemtl.data`` and the plugins.
 DATASET_REGISTRY: Registry[DatasetBuilder] = Registry("dataset", "data", ["densemtl.data"])
@@ -187,6 +190,8 @@ class MultiTaskDataModule(pl.LightningDataModule):
             raise ValueError("training batches need one image size: set crop_size, or disable "
                              f"random scaling (scale_range=None; got {scale_range!r})")
         self.tasks = dict(tasks)
+        self.crop_size = None if crop_size is None else size_pair(crop_size, "data.crop_size")
+        self.scale_range = tuple(scale_range) if scaling else (1.0, 1.0)
         self.dataset_name = dataset
         self.dataset_kwargs = dict(dataset_kwargs or {})
         self.train_split = train_split
@@ -237,6 +242,32 @@ class MultiTaskDataModule(pl.LightningDataModule):
             loader["val_pad_to"] = tuple(loader["val_pad_to"])
         check_kwargs(cls, loader, "data")
         return cls(tasks, dataset=name, dataset_kwargs=cfg, **loader, **augment)
+
+    def check_input_size(self, output_stride: int, network: str) -> None:
+        """Refuse at start-up inputs with a side shorter than the network's ``output_stride``
+        (``data.size``, when the dataset has one size, and ``data.crop_size``); warn when every
+        training crop is larger than every scaled image.
+
+        A crop larger than the image is padded with each task's ignore value (SPEC §1: PASCAL's
+        ≤ 500-pixel images in 512×512 crops), so it is accepted; but a crop no scaled image can
+        fill is mostly padding, which is likely a mistake."""
+        size = self.dataset_kwargs.get("size")
+        image = None if size is None else size_pair(size, "data.size")
+        for key, hw in (("data.size", image), ("data.crop_size", self.crop_size)):
+            if hw is not None and min(hw) < output_stride:
+                raise ValueError(
+                    f"{key}={list(hw)} is smaller than the output stride {output_stride} of "
+                    f"{network} (one pixel of its coarsest feature map); use inputs of at least "
+                    f"{output_stride}×{output_stride} pixels")
+        if image is not None and self.crop_size is not None:
+            largest = [round(s * self.scale_range[1]) for s in image]
+            if all(c > s for c, s in zip(self.crop_size, largest)):
+                log.warning(
+                    "data.crop_size=%s is larger than every training image (data.size=%s scaled "
+                    "by at most %s: %s): each crop is padded with the tasks' ignore values, at "
+                    "most %.0f%% of it is image", list(self.crop_size), list(image),
+                    self.scale_range[1], largest,
+                    100 * largest[0] * largest[1] / (self.crop_size[0] * self.crop_size[1]))
 
     @property
     def label_keys(self) -> list[str]:

@@ -49,7 +49,7 @@ def _label_key(name: str, task: Task) -> str:
     return getattr(task, "label_key", name)
 
 
-def _pair(value: Sequence[int] | int, what: str) -> tuple[int, int]:
+def size_pair(value: Sequence[int] | int, what: str) -> tuple[int, int]:
     """``(height, width)`` from an int or a pair of positive ints; a clear error otherwise."""
     if isinstance(value, int):
         value = (value, value)
@@ -222,8 +222,8 @@ def build_transforms(
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"mean and std must hold 3 values each, std > 0; got mean={mean!r}, "
                          f"std={std!r}")
-    crop = None if crop_size is None else _pair(crop_size, "crop_size")
-    pad = None if pad_to is None else _pair(pad_to, "pad_to")
+    crop = None if crop_size is None else size_pair(crop_size, "crop_size")
+    pad = None if pad_to is None else size_pair(pad_to, "pad_to")
     if not train and crop is not None:
         raise ValueError(f"crop_size={crop_size!r} is for training; evaluation sees whole images "
                          f"(use pad_to to give them a common size)")

@@ -65,6 +65,12 @@ class MultiTaskNet(nn.Module, ABC):
     #: channels of ``features[task]`` (the discriminator's input width): an attribute set in
     #: ``__init__`` or a property
     feature_width: int
+    #: stride of the coarsest feature map: inputs with a side shorter than it are refused at
+    #: start-up (their deepest map would be a single pixel); 1 = no downsampling encoder
+    output_stride: int = 1
+    #: whether a forward sets ``shared_representation`` (False where shared and task-specific
+    #: modules interleave), so strategies that need it are refused at start-up, not at step 1
+    has_shared_representation: bool = True
 
     def __init__(self, tasks: Mapping[str, int]) -> None:
         super().__init__()

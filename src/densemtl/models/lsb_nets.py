@@ -198,6 +198,7 @@ class FullSharingNet(MultiTaskNet):
     """
 
     per_task_features = False  # one decoder output for all tasks
+    output_stride = 2 ** (DECODER_LEVELS - 1)  # the encoder's stride-32 map
 
     def __init__(
         self, tasks: Mapping[str, int], encoder: LsbEncoder, decoder_width: int = 512
@@ -235,6 +236,7 @@ class MultiDecoderNet(MultiTaskNet):
     """
 
     per_task_features = False  # views of the one shared encoder output
+    output_stride = 2 ** (DECODER_LEVELS - 1)  # the encoder's stride-32 map
 
     def __init__(
         self, tasks: Mapping[str, int], encoder: LsbEncoder, decoder_width: int = 512
@@ -272,6 +274,8 @@ class CrossStitchNet(MultiTaskNet):
     """
 
     per_task_features = True  # each task's own mix of the columns
+    has_shared_representation = False
+    output_stride = 2 ** (DECODER_LEVELS - 1)  # the encoder's stride-32 map
 
     def __init__(
         self,

@@ -99,6 +99,8 @@ class DenseMTLNet(MultiTaskNet):
         dec_adapters = adapters and decoder == "deeplab"
         self.encoder_conditioned = enc_se or enc_bn or adapters
         self.decoder_conditioned = dec_se or dec_bn or dec_adapters
+        self.has_shared_representation = not (self.encoder_conditioned
+                                               or self.decoder_conditioned)
         if execution == "shared_encoder" and self.encoder_conditioned:
             raise ValueError(
                 "execution='shared_encoder' needs an encoder that is the same for all tasks, but "
@@ -107,6 +109,7 @@ class DenseMTLNet(MultiTaskNet):
                 "decoder only (se='decoder', adapters=False, per_task_bn None or False)"
             )
 
+        self.output_stride = self.backbone.output_stride
         self.router = TaskRouter(self.tasks)
         conditioning = dict(tasks=self.tasks, router=self.router)
         condition_blocks(

@@ -40,15 +40,18 @@ class ReportFiles:
     summary: Path
     plots: list[Path]
     overview: str
+    #: runs left out because their results are unreadable ("<file>: <problem>")
+    skipped: list[str]
 
 
 def load_groups(
-    paths: Sequence[str | Path], baselines: str | Path | Mapping | None = None
+    paths: Sequence[str | Path], baselines: str | Path | Mapping | None = None,
+    skipped: list[str] | None = None,
 ) -> list[RunGroup]:
     """The finished runs under ``paths`` (sweep, run or wandb run directories) pooled over seeds,
     with Δm against ``baselines`` or else the single-task runs among them: what the report and
-    ``densemtl-resources --plot`` both show."""
-    groups = group_runs(load_runs(paths))
+    ``densemtl-resources --plot`` both show. Unreadable runs: see :func:`load_runs`."""
+    groups = group_runs(load_runs(paths, skipped))
     attach_delta_m(groups, baselines)
     return groups
 
@@ -75,7 +78,8 @@ def summarize(groups: Sequence[RunGroup]) -> list[dict[str, Any]]:
 
 
 def build_sections(
-    groups: Sequence[RunGroup], out: Path, convention: str, incomplete: Sequence[Path]
+    groups: Sequence[RunGroup], out: Path, convention: str, incomplete: Sequence[Path],
+    skipped: Sequence[str] = (),
 ) -> list[Section]:
     """Overview, per-task metrics, baselines, plots and the run list, in reading order."""
     sections = [Section("Overview", [overview_table(groups, convention)])]
@@ -99,6 +103,7 @@ def build_sections(
     runs = Table("Run directories", ["configuration", "seed", "directory"],
                  [[g.label, str(r.seed), str(r.path)] for g in groups for r in g.runs])
     missing = [f"Without results (crashed or running): {p}" for p in incomplete]
+    missing += [f"Left out, unreadable results: {problem}" for problem in skipped]
     sections.append(Section("Runs", [runs], text=missing))
     return sections
 
@@ -114,8 +119,9 @@ def write_report(
     embedded), ``summary.json`` and the PNG plots."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    groups = load_groups(paths, baselines)
-    sections = build_sections(groups, out, convention, incomplete_runs(paths))
+    skipped: list[str] = []
+    groups = load_groups(paths, baselines, skipped)
+    sections = build_sections(groups, out, convention, incomplete_runs(paths), skipped)
     markdown = out / "report.md"
     markdown.write_text(f"# {title}\n\n" + "\n\n".join(s.to_markdown(out) for s in sections)
                         + "\n")
@@ -123,7 +129,8 @@ def write_report(
     page.write_text(render_html(title, sections))
     summary = write_json_atomic(out / "summary.json", summarize(groups))
     plots = [p for s in sections for p in s.images]
-    return ReportFiles(markdown, page, summary, plots, sections[0].tables[0].to_markdown())
+    return ReportFiles(markdown, page, summary, plots, sections[0].tables[0].to_markdown(),
+                       skipped)
 
 
 class SweepSummary(Callback):

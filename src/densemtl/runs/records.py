@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,16 +125,43 @@ class RunRecord:
         return {t: self.history[c] for t, c in columns.items() if c in self.history}
 
 
+class UnreadableRun(ValueError):
+    """A run directory whose ``metrics.json`` (or ``run_info.json``) cannot be read as a densemtl
+    result: the message names the file and what is wrong."""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UnreadableRun(f"{path}: unreadable JSON ({err})") from None
+
+
+def _check_results(path: Path, payload: Any) -> None:
+    """Raise unless ``payload`` is a result: ``tasks`` maps each task to ``{metric: number}``."""
+    tasks = payload.get("tasks") if isinstance(payload, dict) else None
+    if not isinstance(tasks, dict) or not tasks:
+        raise UnreadableRun(f"{path}: no 'tasks' mapping (not a densemtl result; expected "
+                            "{\"tasks\": {task: {metric: number}}, ...})")
+    for task, metrics in tasks.items():
+        bad = ([f"{task}.{m}={v!r}" for m, v in metrics.items()
+                if isinstance(v, bool) or not isinstance(v, int | float | None)]
+               if isinstance(metrics, dict) else [f"{task}={metrics!r}"])
+        if bad:
+            raise UnreadableRun(f"{path}: tasks.{bad[0]} is not a number (expected "
+                                "{metric: number} per task)")
+
+
 def read_run(path: str | Path, name: str | None = None) -> RunRecord:
-    """The record of the finished run in directory ``path``."""
+    """The record of the finished run in directory ``path``; :class:`UnreadableRun` when its
+    ``metrics.json`` or ``run_info.json`` is corrupt or not a densemtl result."""
     path = Path(path)
-    payload = json.loads((path / METRICS_FILE).read_text())
-    if "tasks" not in payload:
-        raise ValueError(f"{path / METRICS_FILE} has no 'tasks' entry (not a densemtl result)")
+    payload = _read_json(path / METRICS_FILE)
+    _check_results(path / METRICS_FILE, payload)
     config = payload.get("config") or {}
     weighting = config.get("weighting") or {}
     csv_path, info_path = path / HISTORY_FILE, path / RUN_INFO_FILE
-    info = json.loads(info_path.read_text()) if info_path.is_file() else payload.get("run")
+    info = _read_json(info_path) if info_path.is_file() else payload.get("run")
     return RunRecord(
         path=path,
         name=path.name if name is None else name,
@@ -171,14 +199,18 @@ def resolve_run_dirs(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     return dirs
 
 
-def load_runs(paths: str | Path | Sequence[str | Path]) -> list[RunRecord]:
+def load_runs(paths: str | Path | Sequence[str | Path],
+              skipped: list[str] | None = None) -> list[RunRecord]:
     """Every finished run under ``paths`` (sweep, run or wandb offline run directories), each
     once, sorted by weighting scheme, then name.
 
     Run names are paths relative to their sweep directory (the directory's own name when it is
-    a run itself).
+    a run itself). A run whose results are unreadable (a truncated or foreign ``metrics.json``)
+    is left out: its description ("<file>: <problem>") is appended to ``skipped`` when given,
+    else warned about, so one bad file does not hide a sweep. :class:`UnreadableRun` when no
+    run under ``paths`` is readable.
     """
-    runs = []
+    runs, bad = [], []
     for root in resolve_run_dirs(paths):
         found = sorted(p.parent for p in root.rglob(METRICS_FILE))
         if not found:
@@ -188,7 +220,17 @@ def load_runs(paths: str | Path | Sequence[str | Path]) -> list[RunRecord]:
             )
         for run_dir in found:
             name = run_dir.name if run_dir == root else str(run_dir.relative_to(root))
-            runs.append(read_run(run_dir, name))
+            try:
+                runs.append(read_run(run_dir, name))
+            except UnreadableRun as err:
+                bad.append(str(err))
+    if not runs:
+        raise UnreadableRun("no readable run: " + "; ".join(bad))
+    for problem in bad:
+        if skipped is None:
+            warnings.warn(f"skipping a run: {problem}", stacklevel=2)
+        else:
+            skipped.append(problem)
     seen: set[Path] = set()
     unique = []
     for run in sorted(runs, key=lambda r: (r.scheme, r.name)):

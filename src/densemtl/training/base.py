@@ -50,6 +50,7 @@ class MultiTaskModule(pl.LightningModule):
             raise ValueError(
                 f"weighting tasks {list(self.weighting.tasks)} differ from {self.task_names}"
             )
+        self._check_representation()
         check_optimizer_config(optimizer)  # fail at start, not when the trainer calls for it
         self.optimizer_cfg = dict(optimizer)
         self.val_metrics = nn.ModuleDict({t: task.make_metric() for t, task in self.tasks.items()})
@@ -63,6 +64,20 @@ class MultiTaskModule(pl.LightningModule):
         self.bad_steps = 0
         #: minibatches of the whole run, fixed when it starts and kept in its checkpoints
         self.horizon: int | None = None
+
+    def _check_representation(self) -> None:
+        """Refuse at start-up a strategy that takes gradients w.r.t. the shared representation
+        when the network has none (task-conditioned layers interleave with shared ones)."""
+        if self.weighting.needs.wrt != "representation" or getattr(
+                self.net, "has_shared_representation", True):
+            return
+        fix = ("weighting.space=parameters (gradients w.r.t. the shared parameters)"
+               if hasattr(self.weighting, "space") else "another weighting")
+        raise ValueError(
+            f"weighting {self.weighting.name!r} takes gradients w.r.t. the shared "
+            f"representation, but the network ({type(self.net).__name__}) has none: its shared "
+            "and task-specific layers interleave (e.g. task-conditioned layers, modulation="
+            f"se_decoder); use {fix}, or a network without task conditioning (modulation=none)")
 
     # -- losses -------------------------------------------------------------------------------
     def task_losses(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict:
@@ -151,6 +166,21 @@ class MultiTaskModule(pl.LightningModule):
             loss = task.loss(preds[t], batch[t])
             self.log(f"val/loss/{t}", loss, on_epoch=True, batch_size=batch["image"].shape[0])
             self.val_metrics[t].update(task.decode(preds[t]), batch[t])
+
+    def on_validation_epoch_start(self) -> None:
+        """Under DDP, give every process rank 0's network buffers (BN running statistics)
+        before validating.
+
+        Each process updates its running statistics from its own batches, and nothing keeps
+        them equal in the single-tasking loop (its passes run the network outside the DDP
+        wrapper's forward, which broadcasts buffers). The checkpoint holds rank 0's; without
+        this each rank would score its share of the validation images with other statistics
+        than the checkpoint's, and a resumed run (all ranks restarted from rank 0's) would
+        report other metrics than the same run uninterrupted.
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for buffer in self.net.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def on_validation_epoch_end(self) -> None:
         results: dict[str, dict[str, float]] = {}

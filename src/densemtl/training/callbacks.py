@@ -43,6 +43,14 @@ def under_slurm() -> bool:
                                                                                       "interactive")
 
 
+def slurm_job_id() -> str:
+    """This SLURM job's id as ``scontrol`` names it (``<array job>_<task>`` in a job array); a
+    requeued job keeps it."""
+    if "SLURM_ARRAY_JOB_ID" in os.environ:
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ["SLURM_JOB_ID"]
+
+
 def rng_states() -> dict[str, Any]:
     """The global random states (python, numpy, torch CPU and CUDA) as checkpointable values."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -83,11 +91,9 @@ def requeue_slurm_job(signum: int, previous: Any) -> bool:
     if callable(previous):
         previous(signum, None)  # submitit: requeues and exits
         return True
-    job = os.environ["SLURM_JOB_ID"]
-    if "SLURM_ARRAY_JOB_ID" in os.environ:
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     try:
-        return subprocess.run(["scontrol", "requeue", job], check=False).returncode == 0
+        return subprocess.run(["scontrol", "requeue", slurm_job_id()],
+                              check=False).returncode == 0
     except FileNotFoundError:
         return False
 

@@ -244,15 +244,29 @@ class WeightingStrategy(nn.Module, ABC):
             if self._check_losses(sample) != present:
                 raise KeyError(f"{self.name}: every extra loss sample needs the tasks {present}")
             extra.append(torch.stack([sample[t] for t in present]))
-        with torch.no_grad():
-            idx = torch.tensor(index, device=self.loss_sum.device)
-            self.loss_sum.index_add_(0, idx, stacked.detach().to(self.loss_sum))
-            self.loss_count.index_add_(0, idx, torch.ones_like(self.loss_sum[idx]))
+        self._accumulate(index, stacked)
         inputs = StepInputs(shared_parameters, representation, tuple(extra))
         weights, total = self._backward(stacked, index, inputs, backward_fn)
         self.last_output = WeightingOutput(present, weights.detach(), stacked.detach(),
                                            total.detach())
         return self.last_output
+
+    def _accumulate(self, index: list[int], losses: Tensor) -> None:
+        """Add a step's raw losses to the epoch sums (``on_epoch_end`` turns them into
+        ``history``), summed over the processes under DDP.
+
+        So every process holds the same sums, of the whole minibatch, at every step: weightings
+        that follow the epoch means (DWA, LSB) give every process the same weights, and a
+        checkpoint (rank 0's) holds the sums all processes resume from.
+        """
+        with torch.no_grad():
+            counts = torch.ones(len(index), dtype=self.loss_sum.dtype, device=self.loss_sum.device)
+            values = torch.cat([losses.detach().to(self.loss_sum), counts])
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(values)
+            idx = torch.tensor(index, device=self.loss_sum.device)
+            self.loss_sum.index_add_(0, idx, values[:len(index)])
+            self.loss_count.index_add_(0, idx, values[len(index):])
 
     @abstractmethod
     def _backward(

@@ -229,6 +229,17 @@ def test_baseline_is_one_shared_forward_with_shared_representation():
     assert preds["semseg"].shape == (2, 5, 32, 32)
 
 
+@pytest.mark.parametrize("kw", [{}, {"decoder": "ubernet"}, {"se": "decoder"},
+                                {"se": "encoder_decoder", "execution": "stacked"},
+                                {"adapters": True}, {"per_task_bn": True}])
+def test_has_shared_representation_says_whether_a_forward_sets_one(kw):
+    net = _net(**kw)
+    assert net.output_stride == 16
+    net(torch.randn(2, 3, 32, 32))
+    assert net.has_shared_representation == (net.shared_representation is not None)
+    assert net.has_shared_representation == (kw in ({}, {"decoder": "ubernet"}))
+
+
 def _timm_seresnet(channels=NARROW, num_classes=10) -> ResNet:
     torch.manual_seed(3)
     return ResNet(

@@ -164,3 +164,36 @@ def test_confidence_interval_matches_the_t_table() -> None:
     # a wider level gives a wider interval; more runs with the same spread a narrower one
     assert confidence_interval(2.0, 1.0, 3, level=0.99)[0] < lo
     assert confidence_interval(2.0, 1.0, 10)[0] > lo
+
+
+def test_corrupt_metrics_json_is_named_and_left_out_and_the_rest_reported(sweep, tmp_path,
+                                                                          capsys):
+    truncated = sweep / "1" / "metrics.json"
+    truncated.write_text(truncated.read_text()[:40])  # a write cut short
+    foreign = sweep / "3" / "metrics.json"
+    foreign.write_text(json.dumps({"tasks": {"semseg": {"mIoU": "high"}}}))  # wrong schema
+    out = tmp_path / "out"
+    assert report_main([str(sweep), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if "warning: left out" in line]
+    assert len(warned) == 2
+    assert f"left out {truncated}: unreadable JSON (Unterminated string" in warned[0]
+    assert f"left out {foreign}: tasks.semseg.mIoU='high' is not a number" in warned[1]
+    groups = by_label(out / "summary.json")
+    # the other seed of each scheme still reports, alone
+    assert groups["weighting=equal"]["runs"] == [str(sweep / "0")]
+    assert groups["weighting=equal"]["tasks"]["semseg"]["mIoU"]["mean"] == 50.0
+    assert groups["weighting=dwa"]["runs"] == [str(sweep / "2")]
+    md = (out / "report.md").read_text()
+    assert f"Left out, unreadable results: {truncated}: unreadable JSON" in md
+
+
+def test_report_with_no_readable_run_fails_naming_the_files(tmp_path, capsys):
+    run = make_run(tmp_path / "sweep", "0", {"semseg": {"mIoU": 50.0}}, 0)
+    (run / "metrics.json").write_text("[1, 2]")
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"no readable run: {run / 'metrics.json'}: no 'tasks' mapping" in err
+    with pytest.warns(UserWarning, match=r"skipping a run: .*metrics.json: no 'tasks'"):
+        make_run(tmp_path / "sweep", "1", {"semseg": {"mIoU": 50.0}}, 1)
+        assert [r.name for r in load_runs([tmp_path / "sweep"])] == ["1"]

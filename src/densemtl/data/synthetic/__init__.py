@@ -55,9 +55,11 @@ The package follows the pipeline: ``textures`` (albedo), ``primitives`` (ray hit
 """
 
 from densemtl.data.synthetic.cache import (
+    LABEL_CHECKS,
     VERSION,
     SyntheticCacheError,
     cache_name,
+    check_labels,
     load_cache,
     write_cache,
 )
@@ -86,6 +88,7 @@ __all__ = [
     "FIRST_OBJECT_INSTANCE",
     "HUMAN_PART_NAMES",
     "IGNORE",
+    "LABEL_CHECKS",
     "PERSON_CLASS",
     "ROOM_SURFACES",
     "SYNTHETIC_CLASSES",
@@ -95,6 +98,7 @@ __all__ = [
     "Texture",
     "boundary_edges",
     "cache_name",
+    "check_labels",
     "image_seed",
     "load_cache",
     "render_scene",

@@ -1,5 +1,5 @@
 """The on-disk cache of rendered scenes: stacked ``.npy`` files written atomically in parallel,
-checked on load."""
+checked on load (structure) and by the datasets (label values)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from densemtl.data.synthetic.render import image_hw, image_seed, render_scene
+from densemtl.data.synthetic.render import IGNORE, image_hw, image_seed, render_scene
 from densemtl.data.synthetic.scene import HUMAN_PART_NAMES, ROOM_SURFACES, SYNTHETIC_CLASSES
 
 VERSION = 2
@@ -94,6 +94,63 @@ def load_cache(path: str | os.PathLike) -> dict[str, np.ndarray]:
                                      f"meta.json says {dtypes[key]}{list(expected)}", meta)
         arrays[key] = arr
     return arrays
+
+
+def _class_ids(count: int) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    return (lambda x: (x >= count) & (x != IGNORE),
+            f"class ids 0..{count - 1} or {IGNORE} (ignore)")
+
+
+def _within(low: float, high: float) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    return lambda x: ~((x >= low) & (x <= high)), f"values in [{low}, {high}]"  # NaN is outside
+
+
+def _not_unit(x: np.ndarray) -> np.ndarray:
+    squared = np.einsum("...i,...i->...", x, x)  # 6× faster than np.linalg.norm on float32
+    return ~((squared >= (1 - 1e-3) ** 2) & (squared <= (1 + 1e-3) ** 2))
+
+
+_BINARY = (lambda x: (x != 0) & (x != 1), "0 or 1")
+_FINITE = (lambda x: ~np.isfinite(x), "finite values")
+#: the labels' value conventions (see the package docstring): key -> (bad-value mask, expected)
+LABEL_CHECKS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    "semseg": _class_ids(len(SYNTHETIC_CLASSES)),
+    "human_parts": _class_ids(len(HUMAN_PART_NAMES)),
+    "edge": _BINARY, "sal": _BINARY, "edge3d": _BINARY,
+    "normals": (_not_unit, "unit vectors (norm 1 ± 1e-3)"),
+    "depth": (lambda x: ~(np.isfinite(x) & (x > 0)), "finite depths > 0 (metres)"),
+    "albedo": _within(0, 1), "reshading": _within(0, 1), "edge2d": _within(0, 1),
+    "keypoints2d": _within(0, 1), "keypoints3d": _within(0, 1),
+    "curvature": _FINITE,
+}
+CHECK_CHUNK = 256  # images per read: bounded memory on caches of any size
+
+
+def check_labels(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+                 keys: Sequence[str], images: range) -> None:
+    """Raise :class:`SyntheticCacheError` at the first label value of ``images`` outside its
+    convention (:data:`LABEL_CHECKS`): out-of-range class or part ids, non-binary edges or
+    saliency, non-unit normals, negative / NaN depth, ...; the message names the cache, the
+    array, the image, pixel and value and what is expected.
+
+    One vectorised pass over ``CHECK_CHUNK`` images at a time of the memory-mapped arrays
+    (what a split's dataset reads), so it costs about one read of the labels.
+    """
+    path = Path(path)
+    for key in keys:
+        if key not in LABEL_CHECKS:
+            continue
+        bad_of, expected = LABEL_CHECKS[key]
+        arr = arrays[key]
+        for start in range(images.start, images.stop, CHECK_CHUNK):
+            chunk = np.asarray(arr[start:min(images.stop, start + CHECK_CHUNK)])
+            bad = bad_of(chunk)
+            if bad.any():
+                i, v, u = (int(k) for k in np.argwhere(bad)[0][:3])
+                values = ", ".join(f"{x:.6g}" for x in np.ravel(chunk[i, v, u]).tolist())
+                shown = values if chunk.shape[3:] in ((), (1,)) else f"[{values}]"
+                raise _cache_error(path, f"{key}.npy image {start + i} pixel ({v}, {u}) holds "
+                                         f"{shown}; expected {expected}")
 
 
 def _render_chunk(job: tuple[int, int, int, tuple[int, int], bool]) -> tuple[int, dict]:

@@ -10,7 +10,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from densemtl.data.datamodule import register_dataset
-from densemtl.data.synthetic.cache import load_cache, write_cache
+from densemtl.data.synthetic.cache import check_labels, load_cache, write_cache
 from densemtl.data.synthetic.render import BASE_KEYS, EXTRA_KEYS
 
 ASTMT_TASKS: tuple[str, ...] = (
@@ -52,7 +52,10 @@ class SyntheticScenes(Dataset):
         self.path = write_cache(root, n, size, seed, extras=extras, workers=workers,
                                 progress=progress)
         self._arrays: dict[str, np.ndarray] | None = None
-        load_cache(self.path)  # fail now, not in a worker, if the cache is unusable
+        # fail now, not in a worker, if the cache is unusable or the split's labels break their
+        # conventions (a foreign or edited cache: reported, never rebuilt over)
+        check_labels(self.path, load_cache(self.path), self.tasks,
+                     range(self.offset, self.offset + self.length))
 
     def __len__(self) -> int:
         return self.length

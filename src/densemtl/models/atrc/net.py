@@ -175,6 +175,8 @@ class ATRCNet(MultiTaskNet):
     """
 
     per_task_features = True
+    output_stride = 32  # HRNet's lowest-resolution branch
+    has_shared_representation = False
 
     def __init__(
         self,
