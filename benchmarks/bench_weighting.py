@@ -44,7 +44,7 @@ GRAM = ("mgda", "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl", "upgrad",
         "fairgrad", "gradvac")
 #: loss-based strategies (GradNorm: last shared layer only; FAMO: + one no-grad forward).
 LOSS_BASED = ("equal", "fixed", "uncertainty", "dwa", "gls", "rlw", "lsb", "stch", "famo",
-              "imtl_l", "gradnorm")
+              "famo_next_batch", "imtl_l", "gradnorm")
 #: methods that need the per-task gradient matrix over the shared parameters, or 3 samples.
 PARAMETER_ONLY = ("moco", "db_mtl", "excess_mtl", "modo", "sdmgrad")
 #: methods that need the per-element gradients at the representation.
@@ -58,7 +58,8 @@ LOSS_LIMIT = 1.1
 CONTROL_TOLERANCE = 0.05
 #: configuration name -> (strategy name, options) where they differ
 ALIASES = {"imtl_l": ("imtl", {"mode": "l"}), "stch": ("stch", {"warmup_epochs": 0}),
-           "nash_mtl": ("nash_mtl", {"max_norm": None})}
+           "nash_mtl": ("nash_mtl", {"max_norm": None}),
+           "famo_next_batch": ("famo", {"update": "next_batch"})}
 
 
 def configurations() -> list[str]:

@@ -6,6 +6,9 @@ at a balanced rate. After the optimiser step the same batch's new losses give th
 decrease δ_t = log(L_t + ε) − log(L_t' + ε), and ξ takes one Adam step (weight decay γ as L2)
 on the gradient J_softmax(ξ)ᵀ δ — the official code's update. That needs the losses after the
 step: ``needs.post_step_losses`` (one extra no-grad forward per step, as the official code).
+``update="next_batch"`` instead takes the decrease against the next step's losses, measured on
+the next batch before its update — no extra forward, at the price of batch-to-batch noise in δ
+(the one-step-delayed form some reimplementations use).
 """
 
 from __future__ import annotations
@@ -33,8 +36,12 @@ class FAMO(LossWeighting):
     accepts_task_subset = False
     persistent_attrs = ("adam_step", "step_losses")
 
-    def __init__(self, tasks: Sequence[str], w_lr: float = 0.025, gamma: float = 1e-3) -> None:
+    def __init__(self, tasks: Sequence[str], w_lr: float = 0.025, gamma: float = 1e-3,
+                 update: str = "same_batch") -> None:
         super().__init__(tasks)
+        if update not in ("same_batch", "next_batch"):
+            raise ValueError(f"famo update must be 'same_batch' or 'next_batch', got {update!r}")
+        self.update = update
         self.w_lr = finite_option(self.name, "w_lr", w_lr)
         self.gamma = finite_option(self.name, "gamma", gamma)
         if not self.w_lr > 0 or self.gamma < 0:
@@ -46,12 +53,14 @@ class FAMO(LossWeighting):
 
     @property
     def needs(self) -> Needs:
-        return Needs(post_step_losses=True)
+        return Needs(post_step_losses=self.update == "same_batch")
 
     def extra_parameters(self) -> list:
         return []  # ξ is updated by FAMO's own rule, not by the trainer's optimiser
 
     def objective(self, losses: Tensor, index: list[int]) -> tuple[Tensor, Tensor]:
+        if self.update == "next_batch" and self.step_losses is not None:
+            self._update_logits(losses.detach().double().cpu())  # the previous step's decrease
         z = torch.softmax(self.logits, 0).to(losses)
         shifted = losses + EPS
         c = (z / shifted.detach()).sum()
@@ -62,7 +71,10 @@ class FAMO(LossWeighting):
         """One Adam step of ξ on the achieved log-loss decrease of this step."""
         if self.step_losses is None:
             raise RuntimeError("famo.after_step called before backward")
-        new = torch.stack([losses[t].detach() for t in self.tasks]).double().cpu()
+        self._update_logits(torch.stack([losses[t].detach() for t in self.tasks]).double().cpu())
+
+    def _update_logits(self, new: Tensor) -> None:
+        """Adam step of ξ on δ = log(L + ε) − log(L' + ε), ``new`` = L' (float64, CPU)."""
         delta = torch.log(torch.tensor(self.step_losses, dtype=torch.float64) + EPS) - \
             torch.log(new + EPS)
         logits = self.logits.detach().cpu()

@@ -34,3 +34,29 @@ def test_famo_logit_steps_equal_adam_on_the_official_gradient():
         xi.grad = torch.autograd.grad(torch.softmax(xi, 0), xi, grad_outputs=delta)[0]
         adam.step()
         torch.testing.assert_close(strategy.logits, xi.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_famo_next_batch_update_equals_the_same_batch_one_fed_the_next_losses():
+    """update=next_batch: ξ moves at the start of the next step, by the decrease from the
+    previous step's losses to this step's — the same Adam step the official update makes when
+    given those losses as the post-step ones. No post-step forward is asked for."""
+    official = build_weighting("famo", ["a", "b"], w_lr=0.1, gamma=0.01)
+    delayed = build_weighting("famo", ["a", "b"], w_lr=0.1, gamma=0.01, update="next_batch")
+    assert official.needs.post_step_losses and not delayed.needs.post_step_losses
+    steps = [(1.0, 3.0), (0.8, 2.0), (0.7, 1.5), (0.6, 1.4)]
+
+    def losses(values):
+        return {t: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+                for t, v in zip("ab", values, strict=True)}
+
+    for k, values in enumerate(steps):
+        out_delayed = delayed.backward(losses(values))
+        if k > 0:  # the official strategy learns the same decrease after its step k − 1
+            official.after_step(losses(values))
+        out_official = official.backward(losses(values))
+        torch.testing.assert_close(delayed.logits, official.logits, rtol=1e-12, atol=1e-14)
+        assert list(out_delayed.weights.values()) == pytest.approx(
+            list(out_official.weights.values()), rel=1e-12)
+    assert delayed.logits.abs().sum() > 0  # it did move
+    with pytest.raises(ValueError, match="famo update must be"):
+        build_weighting("famo", ["a", "b"], update="later")
