@@ -4,9 +4,10 @@ NCHW (``channels_last=false``), in one run.
 The step is what ``make train`` runs for one minibatch: the ASTMT network (narrow SE-ResNet-26,
 SE decoder, six synthetic tasks at 64×64, batch 8; the standard R-26 at 256×256 on a GPU), one
 forward/backward per task and an SGD step after each (the per-task schedule), on random inputs and
-labels. Both networks start from the same weights; the steps alternate in ABBA pairs, timed by
-this process's CPU time on one thread (wall time on a GPU), and the reported ratio is the median
-of the per-pair ratios, so the machine's load cancels out.
+labels (images in NCHW, as the loader gives them: an NHWC network's first convolution returns
+NHWC activations). Both networks start from the same weights; the steps alternate in ABBA pairs,
+timed by this process's CPU time on one thread (wall time on a GPU), and the reported ratio is
+the median of the per-pair ratios, so the machine's load cancels out.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def make_step(channels_last: bool, s: dict):
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     gen = torch.Generator().manual_seed(1)
     b, hw = s["batch"], (s["size"], s["size"])
-    image = torch.randn(b, 3, *hw, generator=gen).to(device).contiguous(memory_format=fmt)
+    image = torch.randn(b, 3, *hw, generator=gen).to(device)  # NCHW, as the data loader gives
     labels = {
         "semseg": torch.randint(0, 8, (b, *hw), generator=gen),
         "human_parts": torch.randint(0, 7, (b, *hw), generator=gen),

@@ -21,9 +21,10 @@ class MultiTaskModule(pl.LightningModule):
     the only hyper-parameter saved, so checkpoints load with ``torch.load(weights_only=True)``.
     ``weighting`` combines the task losses (default: fixed, each task's own weight); it is a
     submodule, so its state (histories, learned parameters) travels in the checkpoint.
-    ``channels_last`` keeps the network's 4-D weights and the input images in NHWC order, which
-    the convolution kernels run faster (``benchmarks/bench_memory_format.py``); results agree
-    with the default order to float rounding.
+    ``channels_last`` keeps the network's 4-D weights in NHWC order, which the convolution
+    kernels run faster (``benchmarks/bench_memory_format.py``); the first convolution then gives
+    NHWC activations whatever the images' order. Results agree with the default order to float
+    rounding.
     """
 
     def __init__(
@@ -39,8 +40,8 @@ class MultiTaskModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": dict(config or {})})
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.net = net.to(memory_format=self.memory_format)
+        self.net = net.to(memory_format=torch.channels_last if channels_last
+                          else torch.contiguous_format)
         self.tasks = dict(tasks)
         self.task_names = list(self.tasks)
         self.weighting = weighting or build_weighting(
@@ -112,12 +113,6 @@ class MultiTaskModule(pl.LightningModule):
             if path is not None and path.is_file():
                 return f"The last checkpoint is {path}."
         return "No checkpoint was written yet."
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Images in the network's memory format (a no-op for the default order)."""
-        if isinstance(batch, Mapping) and isinstance(batch.get("image"), Tensor):
-            batch = {**batch, "image": batch["image"].contiguous(memory_format=self.memory_format)}
-        return batch
 
     def on_train_batch_start(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         #: the minibatch size every training value is logged with (Lightning cannot infer it

@@ -26,7 +26,7 @@ LAST = "last.ckpt"
 _TMP = re.compile(r"^\..+\.tmp-(\d+)$")
 #: config sections a resumed run may change (how it runs, not what it trains)
 RESUMABLE_CHANGES = ("trainer", "paths", "tracking", "logger", "checkpoint", "ckpt_path",
-                     "evaluate", "baselines", "name", "max_bad_steps")
+                     "evaluate", "baselines", "name", "max_bad_steps", "threads")
 #: ``data`` keys a resumed run may change (loader mechanics and where files live)
 RESUMABLE_DATA_CHANGES = ("num_workers", "pin_memory", "val_batch_size", "root", "workers",
                           "progress")
