@@ -25,7 +25,8 @@ here, and plugin files named by ``plugins=[...]``) plus its ``conf/weighting/<na
   it in ``_end_period(means)``) or ``LossWeighting`` (implement ``objective(losses, index)``);
 * a gradient method subclasses ``GramStrategy`` and implements ``coefficients(gram, losses)``
   (T×T float64 Gram matrix -> c); the batched Jacobian, both gradient spaces and the single
-  backward come for free (``SampledGramStrategy``: from the cross Gram of two samples);
+  backward come for free (``SampledGramStrategy`` instead: ``sample_coefficients(cross)`` from
+  the cross Gram of two samples);
 * anything else subclasses ``WeightingStrategy``, overrides ``needs`` and ``_backward`` (e.g.
   ``flat_task_gradients`` + ``backward_with_update`` for a new shared update);
 * set ``name``, decorate with ``@register_weighting``, list non-parameter state that must

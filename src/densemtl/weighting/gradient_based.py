@@ -162,13 +162,12 @@ def backward_with_update(objective: Tensor, inputs: Sequence[Tensor], current: T
     backward_fn(objective)
 
 
-class GramStrategy(WeightingStrategy):
-    """Base of the Gram-matrix methods: subclasses only map (G, losses) to coefficients c."""
+class SpaceStrategy(WeightingStrategy):
+    """Base of the strategies that take task gradients w.r.t. the inputs of one ``space``
+    (the shared parameters or the shared representation), as a Gram matrix."""
 
     #: default gradient space; MGDA-UB uses the representation, the rest the shared parameters.
     default_space: ClassVar[str] = "parameters"
-    #: True: task-specific parts get Σ c_t ∇L_t (MGDA, Nash-MTL reference code); False: Σ ∇L_t.
-    scale_task_specific: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[str], space: str | None = None) -> None:
         super().__init__(tasks)
@@ -199,6 +198,13 @@ class GramStrategy(WeightingStrategy):
         if not tensors or not all(x.requires_grad for x in tensors):
             raise ValueError(f"{self.name}: every {self.space} tensor must require grad")
         return tensors, per_task
+
+
+class GramStrategy(SpaceStrategy):
+    """Base of the Gram-matrix methods: subclasses only map (G, losses) to coefficients c."""
+
+    #: True: task-specific parts get Σ c_t ∇L_t (MGDA, Nash-MTL reference code); False: Σ ∇L_t.
+    scale_task_specific: ClassVar[bool] = False
 
     def _jacobian(self, losses: Tensor, index: list[int], inputs: StepInputs
                   ) -> tuple[Tensor, Corrections]:
@@ -474,7 +480,7 @@ class GradNorm(WeightingStrategy):
         return task_weights, total
 
 
-class SampledGramStrategy(GramStrategy):
+class SampledGramStrategy(SpaceStrategy):
     """Base of the double-sampling methods (MoDo, SDMGrad): three independent loss samples.
 
     Weights are updated from the cross Gram matrix A = J₁J₂ᵀ of two samples (an unbiased
@@ -513,6 +519,3 @@ class SampledGramStrategy(GramStrategy):
     @abstractmethod
     def sample_coefficients(self, cross: np.ndarray) -> np.ndarray:
         """c for the step's sample, from the float64 cross Gram matrix A = J₁J₂ᵀ (updates state)."""
-
-    def coefficients(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(f"{self.name} needs the cross Gram matrix of two samples")
