@@ -133,7 +133,7 @@ GROUP_KEYS = ("data", "tasks", "backbone", "model", "modulation", "adversarial",
 def cpu_threads(threads: int | None, job: Mapping[str, Any]) -> int:
     """Intra-op CPU threads for this run: ``threads`` if set, else the cores this process may
     use divided among the jobs a parallel multirun runs at once (so no core is oversubscribed:
-    an oversubscribed OpenMP pool spins, 16× slower per step measured here), else torch's."""
+    an oversubscribed OpenMP pool spins: 16× slower per step once here), else torch's."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads={threads}: expected a positive number of CPU threads")
