@@ -96,6 +96,7 @@ def test_astmt_ablation_rows_are_the_paper_rows():
     rows = [r.strip() for r in preset["hydra"]["sweeper"]["params"]["+sweep/astmt_rows"].split(",")]
     files = sorted(p.stem for p in (conf_dir() / "sweep" / "astmt_rows").glob("*.yaml"))
     assert sorted(rows) == files and len(rows) == 11
+    assert preset["hydra"]["sweeper"]["params"]["seed"] == "0,1,2"
     seen = {}
     for row in rows:
         cfg = compose([f"+sweep/astmt_rows={row}"])
@@ -108,6 +109,7 @@ def test_astmt_ablation_rows_are_the_paper_rows():
     assert seen["se_decoder"][2] == "decoder" and seen["se"][2] == "encoder_decoder"
     assert seen["adapters"][3] is True
     assert seen["sea"][2:5] == ("encoder_decoder", False, True)
+    assert compose(["+sweep/astmt_rows=se_decoder"]).model.schedule == "per_task"  # the papers'
     acc = compose(["+sweep/astmt_rows=se_decoder_accumulated"])
     assert (acc.model.schedule, acc.model.execution, acc.modulation.se) == (
         "accumulated", "shared_encoder", "decoder")

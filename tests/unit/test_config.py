@@ -19,6 +19,9 @@ def test_default_config_is_attentive_single_tasking():
     cfg = compose()
     assert cfg.model.loop == "single_tasking"
     assert cfg.modulation.se != "none"
+    # the accumulated schedule, the decoder-only-conditioned encoder computed once per minibatch
+    assert (cfg.model.schedule, cfg.model.execution) == ("accumulated", "auto")
+    assert build_net(cfg, build_tasks(cfg)).execution == "shared_encoder"
     assert list(cfg.tasks) == ["semseg", "human_parts", "edge", "normals", "sal", "depth"]
     tasks = build_tasks(cfg)
     assert tasks["edge"].weight == 50 and tasks["normals"].weight == 10

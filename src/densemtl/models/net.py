@@ -22,7 +22,7 @@ __all__ = [
 
 SE_CHOICES = ("none", "decoder", "encoder_decoder")
 DECODERS = ("deeplab", "ubernet")
-EXECUTIONS = ("sequential", "stacked", "shared_encoder")
+EXECUTIONS = ("auto", "sequential", "stacked", "shared_encoder")
 DECODER_EXECUTIONS = ("stacked", "sequential")
 
 
@@ -45,7 +45,8 @@ class DenseMTLNet(MultiTaskNet):
     * ``stacked``: the stem once, then one pass over the batch repeated T times (T·B) with
       task-indexed parameters;
     * ``shared_encoder``: only when the encoder is not conditioned (decoder-only SE): the encoder
-      once, then the decoder for every task, stacked or sequential (``decoder_execution``).
+      once, then the decoder for every task, stacked or sequential (``decoder_execution``);
+    * ``auto``: ``shared_encoder`` when the encoder is not conditioned, else ``sequential``.
 
     Shared BNs (the stem, an unconditioned encoder) see the same batch statistics in every mode,
     but update their running statistics once per pass: T times per call in ``sequential`` mode,
@@ -78,7 +79,7 @@ class DenseMTLNet(MultiTaskNet):
         super().__init__(tasks)
         self.decoder_kind = _choice("decoder", decoder, DECODERS)
         self.se = _choice("se", se, SE_CHOICES)
-        self.execution = _choice("execution", execution, EXECUTIONS)
+        _choice("execution", execution, EXECUTIONS)
         self.decoder_execution = _choice("decoder_execution", decoder_execution, DECODER_EXECUTIONS)
         if per_task_bn not in (None, True, False):
             raise ValueError(f"per_task_bn must be None, True or False, got {per_task_bn!r}")
@@ -101,6 +102,9 @@ class DenseMTLNet(MultiTaskNet):
         self.decoder_conditioned = dec_se or dec_bn or dec_adapters
         self.has_shared_representation = not (self.encoder_conditioned
                                                or self.decoder_conditioned)
+        if execution == "auto":
+            execution = "sequential" if self.encoder_conditioned else "shared_encoder"
+        self.execution = execution
         if execution == "shared_encoder" and self.encoder_conditioned:
             raise ValueError(
                 "execution='shared_encoder' needs an encoder that is the same for all tasks, but "

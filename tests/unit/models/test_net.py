@@ -108,11 +108,12 @@ def _run(net: DenseMTLNet, x: torch.Tensor):
                 dict(execution="stacked"),
                 dict(execution="shared_encoder"),
                 dict(execution="shared_encoder", decoder_execution="sequential"),
+                dict(execution="auto"),
             ],
         ),
         (
             dict(se="encoder_decoder", adapters=True),
-            [dict(execution="sequential"), dict(execution="stacked")],
+            [dict(execution="sequential"), dict(execution="stacked"), dict(execution="auto")],
         ),
         (
             dict(se="encoder_decoder", adapters=True, backbone=MNV2),
@@ -318,7 +319,7 @@ def test_mobilenet_loads_a_timm_state_dict_and_reports_missing_se(tmp_path):
         (lambda: build_backbone(**R26, output_stride=32), r"one of \(8, 16\)"),
         (lambda: build_backbone("mobilenetv2", width=0.6), r"\[0.35, 0.5, 0.75, 1.0, 1.4\]"),
         (lambda: _net(se="encoder"), "none, decoder, encoder_decoder"),
-        (lambda: _net(execution="parallel"), "sequential, stacked, shared_encoder"),
+        (lambda: _net(execution="parallel"), "auto, sequential, stacked, shared_encoder"),
         (lambda: _net(decoder="fpn"), "deeplab, ubernet"),
         (lambda: _net(se="decoder", decoder_execution="x"), "stacked, sequential"),
         (lambda: _net(se="encoder_decoder", execution="shared_encoder"), "task-conditioned"),
@@ -353,3 +354,10 @@ def test_plain_resnet_backbone_has_no_se_and_fewer_parameters():
     n_plain = sum(p.numel() for p in plain.parameters())
     assert se_params > 0 and n_with - n_plain == se_params
     assert not any(".se." in n for n, _ in plain.named_parameters())
+
+
+def test_auto_execution_shares_the_encoder_only_when_no_task_conditions_it():
+    assert _net(se="decoder", execution="auto").execution == "shared_encoder"
+    assert _net(se="encoder_decoder", execution="auto").execution == "sequential"
+    assert _net(se="decoder", adapters=True, execution="auto").execution == "sequential"
+    assert _net(se="decoder", per_task_bn=True, execution="auto").execution == "sequential"
