@@ -33,7 +33,7 @@ def finite_values(results: dict) -> list[float]:
 def test_train_cli_writes_results_and_safe_checkpoint_that_eval_reproduces(tmp_path):
     run_dir = tmp_path / "run"
     out = cli("densemtl-train", *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert "Results (astmt)" in out.stdout
+    assert "Results (astmt_accumulated)" in out.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["tasks"]) == {"semseg", "human_parts", "edge", "normals", "sal", "depth"}
     values = finite_values(metrics["tasks"])
@@ -48,7 +48,7 @@ def test_train_cli_writes_results_and_safe_checkpoint_that_eval_reproduces(tmp_p
     assert all(n > 0 for n in per_task.values())  # SE modulation: every task owns parameters
 
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["hyper_parameters"]["config"]["model"]["name"] == "astmt"
+    assert ckpt["hyper_parameters"]["config"]["model"]["name"] == "astmt_accumulated"
 
     eval_dir = tmp_path / "eval"
     cli("densemtl-eval", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",

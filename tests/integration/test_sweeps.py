@@ -115,6 +115,19 @@ def test_astmt_ablation_rows_are_the_paper_rows():
         "accumulated", "shared_encoder", "decoder")
 
 
+def test_single_vs_multi_is_the_ablations_baselines_over_three_seeds():
+    def params(name):
+        preset = yaml.safe_load((conf_dir() / "sweep" / f"{name}.yaml").read_text())
+        return preset["hydra"]["sweeper"]["params"]
+
+    rows = [r.strip() for r in params("single_vs_multi")["+sweep/astmt_rows"].split(",")]
+    ablation = [r.strip() for r in params("astmt_ablation")["+sweep/astmt_rows"].split(",")]
+    assert sorted(rows) == sorted(r for r in ablation if r == "mtl" or r.startswith("single"))
+    assert len(rows) == 6 and params("single_vs_multi")["seed"] == "0,1,2"
+    cfg = compose(["sweep=single_vs_multi", "+sweep/astmt_rows=mtl"])
+    assert cfg.tracking.sweep == "single_vs_multi" and cfg.model.loop == "joint"
+
+
 def test_atrc_synthetic_study_rows_and_sizes(monkeypatch):
     monkeypatch.setenv("ATRC_GENOTYPE", "/v/voted.json")
     preset = yaml.safe_load((conf_dir() / "sweep" / "atrc_synthetic.yaml").read_text())
