@@ -22,7 +22,7 @@ class MultiTaskModule(pl.LightningModule):
     ``weighting`` combines the task losses (default: fixed, each task's own weight); it is a
     submodule, so its state (histories, learned parameters) travels in the checkpoint.
     ``channels_last`` keeps the network's 4-D weights in NHWC order, which the convolution
-    kernels run faster (``benchmarks/bench_memory_format.py``); the first convolution then gives
+    kernels run faster (``benchmarks/bench_default_step.py``); the first convolution then gives
     NHWC activations whatever the images' order. Results agree with the default order to float
     rounding.
     """
