@@ -25,6 +25,7 @@ from densemtl.data.synthetic import (
     write_cache,
 )
 from densemtl.data.synthetic import cache as syn_cache
+from densemtl.data.synthetic.render import SALIENT_MIN_AREA, most_conspicuous
 
 SEEDS = range(8)
 FLOOR, BACK_WALL, LEFT_WALL = 1, 3, 4  # instance ids of ROOM_SURFACES
@@ -97,20 +98,47 @@ def test_most_but_not_all_images_contain_figures_of_useful_size() -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_saliency_is_the_figures_or_the_largest_object(seed: int) -> None:
+def test_saliency_is_the_object_of_highest_colour_contrast(seed: int) -> None:
     out = scene(seed)
     sal = out["sal"][..., 0] > 0
     inst = out["instance"]
-    person = out["semseg"][..., 0] == PERSON_CLASS
-    assert sal.any()
-    assert (inst[sal] >= FIRST_OBJECT_INSTANCE).all()
-    if person.any():
-        np.testing.assert_array_equal(sal, person)
-    else:
-        (only,) = np.unique(inst[sal])
-        areas = np.bincount(inst[inst >= FIRST_OBJECT_INSTANCE])
-        assert areas[only] == areas.max()
-        np.testing.assert_array_equal(sal, inst == only)
+    rgb = out["image"].astype(np.float64) / 255.0
+    (only,) = np.unique(inst[sal])
+    np.testing.assert_array_equal(sal, inst == only)
+    contrast = {}
+    for i in np.unique(inst[inst >= FIRST_OBJECT_INSTANCE]):
+        mask = inst == i
+        if mask.mean() >= SALIENT_MIN_AREA:
+            contrast[i] = np.linalg.norm(rgb[mask].mean(0) - rgb[~mask].mean(0))
+    assert only in contrast
+    assert contrast[only] == pytest.approx(max(contrast.values()), abs=1e-12)
+
+
+def test_most_conspicuous_by_hand() -> None:
+    # ids 7 (grey), 8 (red), 9 (the same red, one pixel, not a candidate) on a grey room (1)
+    instance = np.array([[1, 1, 7, 8],
+                         [1, 1, 7, 9]])
+    grey, red = [128, 128, 128], [255, 0, 0]
+    image = np.array([[grey, grey, grey, red],
+                      [grey, grey, grey, red]], dtype=np.uint8)
+    candidate = np.zeros(10, dtype=bool)
+    candidate[[7, 8]] = True
+    assert most_conspicuous(image, instance, candidate) == 8
+    candidate[8] = False
+    assert most_conspicuous(image, instance, candidate) == 7
+
+
+def test_saliency_is_not_a_copy_of_the_figures() -> None:
+    """Salient by colour, not by class: a figure is the salient object in some images with a
+    figure, most often another object is (v2 scenes: always the figures, a copy of semseg)."""
+    figure_salient = []
+    for i in range(80):
+        out = render_scene(image_seed(0, i), 32)
+        person = out["semseg"][..., 0] == PERSON_CLASS
+        if person.any():
+            sal = out["sal"][..., 0] > 0
+            figure_salient.append(bool(person[sal].all()))
+    assert 0.05 <= np.mean(figure_salient) <= 0.6
 
 
 def test_boundary_edges_mark_the_nearer_side_by_hand() -> None:
@@ -267,7 +295,7 @@ def test_cache_round_trip_is_exact_and_independent_of_n(tmp_path: Path,
 
     monkeypatch.setattr(cache, "IN_PROCESS_MAX", 0)  # render n=5 with the worker pool
     path = write_cache(tmp_path, n=5, size=32, seed=3, workers=2, progress=False)
-    assert path.name == "synthetic-v2-n5-s32-seed3"
+    assert path.name == "synthetic-v3-n5-s32-seed3"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp dir left behind
     arrays = load_cache(path)
     assert isinstance(arrays["depth"], np.memmap)

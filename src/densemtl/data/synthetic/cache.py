@@ -21,7 +21,7 @@ import numpy as np
 from densemtl.data.synthetic.render import IGNORE, image_hw, image_seed, render_scene
 from densemtl.data.synthetic.scene import HUMAN_PART_NAMES, ROOM_SURFACES, SYNTHETIC_CLASSES
 
-VERSION = 2
+VERSION = 3
 IN_PROCESS_MAX = 128  # caches this small render in the calling process
 
 
@@ -30,7 +30,7 @@ class SyntheticCacheError(RuntimeError):
 
 
 def cache_name(n: int, size: int | Sequence[int], seed: int, extras: bool = False) -> str:
-    """Directory name of the cache of these parameters, e.g. ``synthetic-v2-n2000-s96-seed0``."""
+    """Directory name of the cache of these parameters, e.g. ``synthetic-v3-n2000-s96-seed0``."""
     h, w = image_hw(size)
     side = f"{h}" if h == w else f"{h}x{w}"
     return f"synthetic-v{VERSION}-n{n}-s{side}-seed{seed}" + ("-extras" if extras else "")

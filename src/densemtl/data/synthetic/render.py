@@ -26,6 +26,8 @@ BASE_KEYS: tuple[str, ...] = (
 EXTRA_KEYS: tuple[str, ...] = (
     "curvature", "reshading", "edge2d", "edge3d", "keypoints2d", "keypoints3d",
 )
+#: smallest share of the image an object or figure must cover to be the salient one
+SALIENT_MIN_AREA = 0.02
 _RESHADING_LIGHT = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
 
 
@@ -164,9 +166,23 @@ def _cast(scene: Scene, rays_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return t_best, prim_id
 
 
+def most_conspicuous(image: np.ndarray, instance: np.ndarray, candidate: np.ndarray) -> int:
+    """The candidate instance whose mean colour lies farthest (Euclidean, sRGB in [0, 1]) from
+    the mean colour of all other pixels: global colour contrast. ``candidate[i]`` says whether
+    instance id ``i`` may be chosen."""
+    rgb = image.reshape(-1, 3).astype(np.float64) / 255.0
+    ids = instance.ravel()
+    area = np.bincount(ids, minlength=len(candidate)).astype(np.float64)
+    sums = np.stack([np.bincount(ids, rgb[:, c], minlength=len(candidate)) for c in range(3)], 1)
+    chosen = np.flatnonzero(candidate)
+    inside = sums[chosen] / area[chosen, None]
+    rest = (sums.sum(0) - sums[chosen]) / (len(ids) - area[chosen, None])
+    return int(chosen[np.argmax(np.linalg.norm(inside - rest, axis=1))])
+
+
 def _render(scene: Scene, h: int, w: int, rng: np.random.Generator,
             extras: bool) -> dict[str, np.ndarray] | None:
-    """All labels of one sampled scene, or None when no object is visible (nothing salient)."""
+    """All labels of one sampled scene, or None when no object covers SALIENT_MIN_AREA."""
     cam = scene.camera
     rays_cam = pixel_rays(h, w, (cam.fx, cam.fy, cam.cx, cam.cy))
     ray_len = np.linalg.norm(rays_cam, axis=-1)
@@ -180,14 +196,10 @@ def _render(scene: Scene, h: int, w: int, rng: np.random.Generator,
     part = np.array([p.part for p in prims], dtype=np.uint8)[prim_id]
 
     person = cls == PERSON_CLASS
-    if person.any():
-        salient = person
-    else:
-        counts = np.bincount(instance.ravel(), minlength=FIRST_OBJECT_INSTANCE + 1)
-        counts[:FIRST_OBJECT_INSTANCE] = 0
-        if counts.max() == 0:
-            return None
-        salient = instance == int(counts.argmax())
+    areas = np.bincount(instance.ravel(), minlength=FIRST_OBJECT_INSTANCE + 1)
+    areas[:FIRST_OBJECT_INSTANCE] = 0
+    if areas.max() < SALIENT_MIN_AREA * h * w:
+        return None
 
     depth = t_best / ray_len
     flat_id = prim_id.ravel()
@@ -213,6 +225,7 @@ def _render(scene: Scene, h: int, w: int, rng: np.random.Generator,
     linear = albedo * shade[:, None] * scene.light_color
     img = np.clip(linear, 0.0, 1.0) ** (1 / 2.2) + rng.normal(0.0, 0.01, linear.shape)
     image = np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8).reshape(h, w, 3)
+    salient = instance == most_conspicuous(image, instance, areas >= SALIENT_MIN_AREA * h * w)
 
     parts = part[..., None] if person.any() else np.full((h, w, 1), IGNORE, dtype=np.uint8)
     out: dict[str, np.ndarray] = {
