@@ -31,9 +31,11 @@ Conventions (all exact, the tests rely on them):
 * ``human_parts``: 0 background, 1..6 = head, torso, upper arms, lower arms + hands, upper legs,
   lower legs + feet (the PASCAL grouping). Parts are labelled on the figures' visible pixels; an
   image with no visible figure pixel is all 255 (ignore), as for PASCAL images without persons.
-* ``sal``: all visible figure pixels if any; otherwise the object (non-room instance) with the
-  most visible pixels (ties: the lower instance id). Never empty: a layout where no object is
-  visible is redrawn from the same random stream.
+* ``sal``: the visible pixels of one object or figure (non-room instance): among those covering
+  at least ``SALIENT_MIN_AREA`` (2 %) of the image, the one whose mean image colour lies farthest
+  from the mean colour of all other pixels (global colour contrast; version 2 marked the figures,
+  a copy of their semseg mask). Never empty: a layout where no object covers 2 % is redrawn from
+  the same random stream.
 * extras: ``curvature`` = principal curvatures (k1 ≥ k2, 1/m, positive where the surface bends
   away from its normal: 1/r on spheres, (1/r, 0) on cylinders, (cos α / ρ, 0) on cones clipped at
   20, 0 on planes); ``reshading`` = 0.2 + 0.8·max(0, ⟨n, l⟩) for a fixed camera-frame light l;
