@@ -213,6 +213,8 @@ def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: i
         except SyntheticCacheError:
             shutil.rmtree(final)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".{final.name}.tmp-*"):  # a killed renderer's (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -228,11 +230,11 @@ def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: i
         jobs = _chunks(n, 1, chunk, int(seed), hw, extras)
         bar = _progress(n, progress, final.name)
         bar.update(1)
-        if workers == 1:
-            results = map(_render_chunk, jobs)
-            _fill(stores, results, bar)
+        method = _start_method()
+        if workers == 1 or method is None:
+            _fill(stores, map(_render_chunk, jobs), bar)
         else:
-            ctx = mp.get_context(_start_method())
+            ctx = mp.get_context(method)
             with ctx.Pool(workers) as pool:
                 _fill(stores, pool.imap_unordered(_render_chunk, jobs), bar)
         bar.close()
@@ -263,12 +265,18 @@ def _write_cache_unlocked(root: Path, n: int, size: int | Sequence[int], seed: i
     return final
 
 
-def _start_method() -> str:
-    """``fork`` when this process runs a single thread (fast start), else ``spawn``.
+def _start_method() -> str | None:
+    """``fork`` when this process runs a single thread (fast start), else ``spawn``; ``None``
+    (render in this process) when this process was started by a method ``multiprocessing``
+    does not know.
 
     A child forked from a multi-threaded process inherits locks held by the other threads and
-    can deadlock on its first allocation (seen inside a threaded test runner).
+    can deadlock on its first allocation (seen inside a threaded test runner). A child spawned
+    from a joblib/loky worker (the parallel sweep launcher) fails at start-up asking for the
+    ``loky`` method, and a pool replaces its failed children forever: the sweep hangs.
     """
+    if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
+        return None
     if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
         return "fork"
     return "spawn"
