@@ -141,8 +141,10 @@ def test_execution_modes_give_identical_numbers(conf, modes):
             torch.testing.assert_close(preds[t], ref_preds[t], atol=1e-10, rtol=1e-10)
             torch.testing.assert_close(feats[t], ref_feats[t], atol=1e-10, rtol=1e-10)
         assert grads.keys() == ref_grads.keys()
-        for n in grads:
-            torch.testing.assert_close(grads[n], ref_grads[n], atol=1e-10, rtol=1e-8, msg=n)
+        for n in grads:  # float64 summation order differs: 1e-10 of the gradient's scale
+            scale = max(1.0, ref_grads[n].abs().max().item())
+            torch.testing.assert_close(grads[n], ref_grads[n], atol=1e-10 * scale, rtol=1e-8,
+                                       msg=n)
         assert bufs.keys() == ref_bufs.keys()
         for n in bufs:
             torch.testing.assert_close(bufs[n], ref_bufs[n], atol=1e-12, rtol=1e-10, msg=n)
