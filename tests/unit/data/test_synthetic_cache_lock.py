@@ -45,23 +45,24 @@ def test_concurrent_requests_render_the_cache_once(tmp_path):
     assert not leftovers
 
 
+N_POOLED = cache.IN_PROCESS_MAX + 3  # large enough for a render pool
+
+
 def _render_in_worker(root):
-    return str(synthetic.write_cache(root, n=cache.IN_PROCESS_MAX + 3, size=8, seed=1,
-                                     workers=2, progress=False))
+    return str(synthetic.write_cache(root, n=N_POOLED, size=8, seed=1, workers=2,
+                                     progress=False))
 
 
 def test_a_parallel_sweep_worker_renders_the_cache(tmp_path):
     """Inside the parallel launcher's loky worker a spawned render pool cannot start (it asks
     for the ``loky`` method) and used to hang the sweep; the worker renders in-process."""
     joblib = pytest.importorskip("joblib")
-    root = tmp_path / "cache"
-    stale = root / f".{cache.cache_name(cache.IN_PROCESS_MAX + 3, 8, 1)}.tmp-1-dead"
-    stale.mkdir(parents=True)  # what a renderer killed mid-write leaves
+    root, name = tmp_path / "cache", cache.cache_name(N_POOLED, 8, 1)
+    (root / f".{name}.tmp-1-dead").mkdir(parents=True)  # what a renderer killed mid-write leaves
     (path,) = joblib.Parallel(n_jobs=2, backend="loky", timeout=120)(
         [joblib.delayed(_render_in_worker)(root)])
     arrays = synthetic.load_cache(path)
-    last = cache.IN_PROCESS_MAX + 2
-    expected = synthetic.render_scene(synthetic.image_seed(1, last), 8)
+    expected = synthetic.render_scene(synthetic.image_seed(1, N_POOLED - 1), 8)
     for key, value in expected.items():
-        np.testing.assert_array_equal(arrays[key][last], value)
-    assert [p.name for p in root.iterdir()] == [cache.cache_name(cache.IN_PROCESS_MAX + 3, 8, 1)]
+        np.testing.assert_array_equal(arrays[key][N_POOLED - 1], value)
+    assert [p.name for p in root.iterdir()] == [name]
