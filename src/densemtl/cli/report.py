@@ -9,7 +9,8 @@
 Inputs are sweep directories (every run below them), run directories (holding metrics.json) or
 wandb offline run directories (the run directory that holds them). Runs differing only in the
 seed are pooled (mean ± std). Δm is taken against the single-task runs among the inputs (same
-dataset) or the --baselines file (a metrics.json or a JSON mapping task -> {metric: value}).
+dataset; their mean over seeds, or with --pair-seeds those of the run's seed) or the --baselines
+file (a metrics.json or a JSON mapping task -> {metric: value}).
 A run whose metrics.json is unreadable (truncated, not a densemtl result) is left out with a
 warning naming the file (exit status 0); when no run is readable the status is 1.
 """
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="single-task results for Δm (default: single-task runs found)")
     parser.add_argument("--delta-m", choices=["gain", "drop"], default="gain",
                         help="Δm convention: gain (ATRC, higher is better) or drop (ASTMT)")
+    parser.add_argument("--pair-seeds", action="store_true",
+                        help="take each run's Δm against the single-task runs of its own seed "
+                             "(default: their mean over seeds)")
     parser.add_argument("--title", default="densemtl report", help="report title")
     return parser
 
@@ -51,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         files = write_report(args.paths, args.out, baselines=args.baselines,
-                             convention=args.delta_m, title=args.title)
+                             convention=args.delta_m, title=args.title,
+                             pair_seeds=args.pair_seeds)
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"densemtl-report: {err}", file=sys.stderr)
         return 1

@@ -46,13 +46,14 @@ class ReportFiles:
 
 def load_groups(
     paths: Sequence[str | Path], baselines: str | Path | Mapping | None = None,
-    skipped: list[str] | None = None,
+    skipped: list[str] | None = None, pair_seeds: bool = False,
 ) -> list[RunGroup]:
     """The finished runs under ``paths`` (sweep, run or wandb run directories) pooled over seeds,
     with Δm against ``baselines`` or else the single-task runs among them: what the report and
-    ``densemtl-resources --plot`` both show. Unreadable runs: see :func:`load_runs`."""
+    ``densemtl-resources --plot`` both show (``pair_seeds``: see :func:`attach_delta_m`).
+    Unreadable runs: see :func:`load_runs`."""
     groups = group_runs(load_runs(paths, skipped))
-    attach_delta_m(groups, baselines)
+    attach_delta_m(groups, baselines, pair_seeds)
     return groups
 
 
@@ -114,13 +115,14 @@ def write_report(
     baselines: str | Path | Mapping | None = None,
     convention: str = "gain",
     title: str = "densemtl report",
+    pair_seeds: bool = False,
 ) -> ReportFiles:
     """Aggregate the runs under ``paths`` into ``out``: ``report.md``, ``report.html`` (images
     embedded), ``summary.json`` and the PNG plots."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     skipped: list[str] = []
-    groups = load_groups(paths, baselines, skipped)
+    groups = load_groups(paths, baselines, skipped, pair_seeds)
     sections = build_sections(groups, out, convention, incomplete_runs(paths), skipped)
     markdown = out / "report.md"
     markdown.write_text(f"# {title}\n\n" + "\n\n".join(s.to_markdown(out) for s in sections)

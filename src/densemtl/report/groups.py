@@ -111,41 +111,60 @@ def group_runs(runs: Sequence[RunRecord]) -> list[RunGroup]:
     return [RunGroup(label, g) for label, g in zip(_labels(groups), groups)]
 
 
-def sweep_baselines(runs: Sequence[RunRecord]) -> dict[tuple[str | None, str], dict[str, float]]:
-    """Single-task baselines found among the runs: ``(dataset, task)`` → metric means over every
-    single-task run of that task on that dataset (seeds pooled)."""
-    pooled: dict[tuple[str | None, str], dict[str, list[float]]] = {}
+def sweep_baselines(
+    runs: Sequence[RunRecord], pair_seeds: bool = False
+) -> dict[tuple[str | None, str, int | None], dict[str, float]]:
+    """Single-task baselines found among the runs: ``(dataset, task, seed)`` → metric means over
+    every single-task run of that task on that dataset, seeds pooled (the key's seed None), or,
+    with ``pair_seeds``, over the runs of each seed."""
+    pooled: dict[tuple[str | None, str, int | None], dict[str, list[float]]] = {}
     for run in runs:
         if run.single_task:
-            metrics = pooled.setdefault((run.dataset, run.single_task), {})
+            key = (run.dataset, run.single_task, run.seed if pair_seeds else None)
             for metric, value in run.results[run.single_task].items():
-                metrics.setdefault(metric, []).append(value)
+                pooled.setdefault(key, {}).setdefault(metric, []).append(value)
     return {key: {m: float(np.mean(v)) for m, v in ms.items()} for key, ms in pooled.items()}
 
 
 def attach_delta_m(
-    groups: Sequence[RunGroup], baselines: str | Path | Mapping | None = None
+    groups: Sequence[RunGroup], baselines: str | Path | Mapping | None = None,
+    pair_seeds: bool = False,
 ) -> None:
     """Fill each multi-task group's per-run Δm (gain, %) and say where the baselines came from.
 
     Baselines: the ``baselines`` file/mapping if given, else the single-task runs of the same
-    dataset among the groups; a run whose tasks lack a baseline keeps the Δm stored in its
+    dataset among the groups — seeds pooled, or with ``pair_seeds`` those of the run's own seed
+    (a seed drives the data order and augmentation, which the two runs then share, so their
+    noise partly cancels in Δm); a run whose tasks lack a baseline keeps the Δm stored in its
     ``metrics.json`` (trained with ``baselines=``), if any.
     """
+    if pair_seeds and baselines is not None:
+        raise ValueError("pair_seeds takes the baselines from the single-task runs of each seed; "
+                         "it cannot be combined with a baselines file")
     given = load_baselines(baselines)
-    found = sweep_baselines([r for g in groups for r in g.runs])
+    runs = [r for g in groups for r in g.runs]
+    found = sweep_baselines(runs, pair_seeds)
+    tasks_found = {(dataset, task) for dataset, task, _ in found}
+    source = "single-task runs of the same seed" if pair_seeds else "single-task runs"
     for group in groups:
         if len(group.tasks) < 2:
             continue
         gains, sources = [], set()
         for run in group.runs:
+            seed = run.seed if pair_seeds else None
+            missing = [t for t in run.results
+                       if (run.dataset, t) in tasks_found and (run.dataset, t, seed) not in found]
+            if missing:
+                raise ValueError(f"pairing seeds: {run.path} has seed {seed}, and there is no "
+                                 f"single-task run of {', '.join(missing)} with that seed")
             base = given or {
-                t: found[(run.dataset, t)] for t in run.results if (run.dataset, t) in found
+                t: found[(run.dataset, t, seed)] for t in run.results
+                if (run.dataset, t, seed) in found
             }
             if set(run.results) <= set(base):
                 tasks = run.tasks()
                 gains.append(delta_m_of(run.results, base, tasks)["delta_m_gain"])
-                sources.add("--baselines" if given else "single-task runs")
+                sources.add("--baselines" if given else source)
             elif run.delta_m:
                 gains.append(run.delta_m["delta_m_gain"])
                 sources.add("metrics.json")

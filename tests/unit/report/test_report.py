@@ -102,6 +102,28 @@ def test_report_pools_seeds_and_takes_delta_m_against_single_task_runs(sweep, tm
     assert base64.b64encode(png).decode() in html
 
 
+def test_pair_seeds_takes_each_runs_delta_m_against_its_own_seeds_single_task_runs(
+        sweep, tmp_path, capsys):
+    assert report_main([str(sweep), "--out", str(tmp_path / "out"), "--pair-seeds"]) == 0
+    equal = by_label(tmp_path / "out" / "summary.json")["weighting=equal"]
+    # seed 0 against semseg 48 / depth 1.1, seed 1 against 52 / 0.9 (pooled: 50 / 1.0)
+    gains = [((50 - 48) / 48 - (1.0 - 1.1) / 1.1) / 2 * 100,
+             ((54 - 52) / 52 - (0.8 - 0.9) / 0.9) / 2 * 100]  # 6.63 and 7.48
+    assert equal["delta_m_gain"]["mean"] == pytest.approx(sum(gains) / 2)
+    assert equal["delta_m_gain"]["std"] == pytest.approx(abs(gains[0] - gains[1]) / math.sqrt(2))
+    assert equal["delta_m_source"] == "single-task runs of the same seed"
+
+    (sweep / "st_depth_1" / "metrics.json").unlink()  # seed 1 has no depth network now
+    assert report_main([str(sweep), "--out", str(tmp_path / "o2"), "--pair-seeds"]) == 1
+    err = capsys.readouterr().err
+    assert "has seed 1, and there is no single-task run of depth with that seed" in err
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"semseg": {"mIoU": 40.0}, "depth": {"rmse": 2.0}}))
+    assert report_main([str(sweep), "--out", str(tmp_path / "o3"), "--pair-seeds",
+                        "--baselines", str(base)]) == 1
+    assert "cannot be combined with a baselines file" in capsys.readouterr().err
+
+
 def test_baselines_file_drop_convention_and_cli(sweep, tmp_path, capsys):
     base = tmp_path / "base.json"
     base.write_text(json.dumps({"semseg": {"mIoU": 40.0}, "depth": {"rmse": 2.0}}))

@@ -44,6 +44,27 @@ def test_the_weighting_sweep_covers_every_strategy():
     assert set(names.split(",")) == set(WEIGHTING_REGISTRY) | {"imtl_l", "imtl_both"}
 
 
+def test_the_one_hour_weighting_preset_is_a_subset_of_the_full_sweep_on_the_same_runs():
+    """sweep=weighting_core gives rows of the full table: ten of its schemes, every other
+    setting of a job identical."""
+    from pathlib import Path
+
+    import yaml
+
+    from densemtl.config import compose
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "sweep"
+    params = {name: yaml.safe_load((conf / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
+              for name in ("weighting_core", "weighting_x_seeds")}
+    core = params["weighting_core"]["weighting"].split(",")
+    assert len(core) == len(set(core)) == 10
+    assert set(core) < set(params["weighting_x_seeds"]["weighting"].split(","))
+    full, short = compose(["sweep=weighting_x_seeds"]), compose(["sweep=weighting_core"])
+    assert short.tracking.sweep == "weighting_core"
+    short.tracking.sweep = full.tracking.sweep
+    assert short == full
+
+
 def test_every_strategy_has_a_config_with_its_defaults():
     """conf/weighting/<name>.yaml exists for every strategy and its values are the defaults."""
     import inspect
