@@ -54,8 +54,8 @@ def test_the_one_hour_weighting_preset_is_a_subset_of_the_full_sweep_on_the_same
     from densemtl.config import compose
 
     conf = Path(__file__).resolve().parents[3] / "conf" / "sweep"
-    params = {name: yaml.safe_load((conf / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
-              for name in ("weighting_core", "weighting_x_seeds")}
+    params = {name: yaml.safe_load((conf / f"{name}.yaml").read_text())["hydra"]["sweeper"]
+              ["params"] for name in ("weighting_core", "weighting_x_seeds")}
     core = params["weighting_core"]["weighting"].split(",")
     assert len(core) == len(set(core)) == 10
     assert set(core) < set(params["weighting_x_seeds"]["weighting"].split(","))
