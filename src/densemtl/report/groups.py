@@ -134,8 +134,8 @@ def attach_delta_m(
 
     Baselines: the ``baselines`` file/mapping if given, else the single-task runs of the same
     dataset among the groups — seeds pooled, or with ``pair_seeds`` those of the run's own seed
-    (a seed drives the data order and augmentation, which the two runs then share, so their
-    noise partly cancels in Δm); a run whose tasks lack a baseline keeps the Δm stored in its
+    (a seed drives the data order and augmentation, which the two runs then share: noise they
+    have in common cancels in Δm); a run whose tasks lack a baseline keeps the Δm stored in its
     ``metrics.json`` (trained with ``baselines=``), if any.
     """
     if pair_seeds and baselines is not None:
