@@ -142,8 +142,7 @@ def attach_delta_m(
         raise ValueError("pair_seeds takes the baselines from the single-task runs of each seed; "
                          "it cannot be combined with a baselines file")
     given = load_baselines(baselines)
-    runs = [r for g in groups for r in g.runs]
-    found = sweep_baselines(runs, pair_seeds)
+    found = sweep_baselines([r for g in groups for r in g.runs], pair_seeds)
     tasks_found = {(dataset, task) for dataset, task, _ in found}
     source = "single-task runs of the same seed" if pair_seeds else "single-task runs"
     for group in groups:
@@ -152,8 +151,8 @@ def attach_delta_m(
         gains, sources = [], set()
         for run in group.runs:
             seed = run.seed if pair_seeds else None
-            missing = [t for t in run.results
-                       if (run.dataset, t) in tasks_found and (run.dataset, t, seed) not in found]
+            missing = pair_seeds and [t for t in run.results if (run.dataset, t) in tasks_found
+                                      and (run.dataset, t, seed) not in found]
             if missing:
                 raise ValueError(f"pairing seeds: {run.path} has seed {seed}, and there is no "
                                  f"single-task run of {', '.join(missing)} with that seed")
