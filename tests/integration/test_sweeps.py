@@ -116,16 +116,25 @@ def test_astmt_ablation_rows_are_the_paper_rows():
 
 
 def test_single_vs_multi_is_the_ablations_baselines_over_three_seeds():
-    def params(name):
-        preset = yaml.safe_load((conf_dir() / "sweep" / f"{name}.yaml").read_text())
-        return preset["hydra"]["sweeper"]["params"]
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    def params(name):  # the sweeper's parameters, the inherited ones included
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            cfg = hydra_compose("train", [f"sweep={name}"], return_hydra_config=True)
+        return cfg.hydra.sweeper.params
 
     rows = [r.strip() for r in params("single_vs_multi")["+sweep/astmt_rows"].split(",")]
     ablation = [r.strip() for r in params("astmt_ablation")["+sweep/astmt_rows"].split(",")]
     assert sorted(rows) == sorted(r for r in ablation if r == "mtl" or r.startswith("single"))
     assert len(rows) == 6 and params("single_vs_multi")["seed"] == "0,1,2"
-    cfg = compose(["sweep=single_vs_multi", "+sweep/astmt_rows=mtl"])
-    assert cfg.tracking.sweep == "single_vs_multi" and cfg.model.loop == "joint"
+    for row in rows:  # every job is the ablation's job of that row
+        short = compose(["sweep=single_vs_multi", f"+sweep/astmt_rows={row}"])
+        full = compose(["sweep=astmt_ablation", f"+sweep/astmt_rows={row}"])
+        assert short.tracking.sweep == "single_vs_multi" and short.data.size == 96
+        short.tracking.sweep = full.tracking.sweep
+        assert short == full
+    assert compose(["sweep=single_vs_multi", "+sweep/astmt_rows=mtl"]).model.loop == "joint"
 
 
 def test_atrc_synthetic_study_rows_and_sizes(monkeypatch):
