@@ -115,7 +115,7 @@ def test_astmt_ablation_rows_are_the_paper_rows():
         "accumulated", "shared_encoder", "decoder")
 
 
-def test_single_vs_multi_is_the_ablations_baselines_over_three_seeds():
+def test_single_vs_multi_is_the_ablations_baselines_over_six_seeds():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -127,11 +127,12 @@ def test_single_vs_multi_is_the_ablations_baselines_over_three_seeds():
     rows = [r.strip() for r in params("single_vs_multi")["+sweep/astmt_rows"].split(",")]
     ablation = [r.strip() for r in params("astmt_ablation")["+sweep/astmt_rows"].split(",")]
     assert sorted(rows) == sorted(r for r in ablation if r == "mtl" or r.startswith("single"))
-    assert len(rows) == 6 and params("single_vs_multi")["seed"] == "0,1,2"
+    assert len(rows) == 6 and params("single_vs_multi")["seed"] == "0,1,2,3,4,5"
+    assert params("astmt_ablation")["seed"] == "0,1,2"
     for row in rows:  # every job is the ablation's job of that row
         short = compose(["sweep=single_vs_multi", f"+sweep/astmt_rows={row}"])
         full = compose(["sweep=astmt_ablation", f"+sweep/astmt_rows={row}"])
-        assert short.tracking.sweep == "single_vs_multi" and short.data.size == 96
+        assert short.tracking.sweep == "single_vs_multi" and short.data.size == 64
         short.tracking.sweep = full.tracking.sweep
         assert short == full
     assert compose(["sweep=single_vs_multi", "+sweep/astmt_rows=mtl"]).model.loop == "joint"
