@@ -124,11 +124,12 @@ def test_single_vs_multi_is_the_ablations_baselines_over_six_seeds():
             cfg = hydra_compose("train", [f"sweep={name}"], return_hydra_config=True)
         return cfg.hydra.sweeper.params
 
-    rows = [r.strip() for r in params("single_vs_multi")["+sweep/astmt_rows"].split(",")]
-    ablation = [r.strip() for r in params("astmt_ablation")["+sweep/astmt_rows"].split(",")]
+    short_params, full_params = params("single_vs_multi"), params("astmt_ablation")
+    rows = [r.strip() for r in short_params["+sweep/astmt_rows"].split(",")]
+    ablation = [r.strip() for r in full_params["+sweep/astmt_rows"].split(",")]
     assert sorted(rows) == sorted(r for r in ablation if r == "mtl" or r.startswith("single"))
-    assert len(rows) == 6 and params("single_vs_multi")["seed"] == "0,1,2,3,4,5"
-    assert params("astmt_ablation")["seed"] == "0,1,2"
+    assert len(rows) == 6 and short_params["seed"] == "0,1,2,3,4,5"
+    assert full_params["seed"] == "0,1,2"
     for row in rows:  # every job is the ablation's job of that row
         short = compose(["sweep=single_vs_multi", f"+sweep/astmt_rows={row}"])
         full = compose(["sweep=astmt_ablation", f"+sweep/astmt_rows={row}"])
