@@ -17,7 +17,7 @@ OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry(
     "optimizer", "optimizer", ["densemtl.training"]
 )
 #: the ``optimizer`` keys that configure the learning-rate schedule, not the optimiser
-SCHEDULE_KEYS = ("schedule", "poly_power")
+SCHEDULE_KEYS = ("schedule", "poly_power", "warmup_steps")
 
 
 @OPTIMIZERS.register("sgd")
@@ -93,19 +93,22 @@ def build_optimizer(cfg: Mapping[str, Any], groups: Sequence[dict]) -> torch.opt
 
 
 class PolyFactor:
-    """Learning-rate factor of iteration ``step``: ``(1 − step/total)^power`` (``poly``) or 1.
+    """Learning-rate factor of iteration ``step``: ``(1 − step/total)^power`` (``poly``) or 1,
+    times ``(step + 1)/warmup`` over the first ``warmup`` iterations (a linear warm-up; 0: none).
 
     A class, not a closure, so ``LambdaLR`` saves its attributes in the scheduler's state: a
     resumed run keeps the horizon it started with.
     """
 
-    def __init__(self, kind: str, total: int, power: float) -> None:
+    def __init__(self, kind: str, total: int, power: float, warmup: int = 0) -> None:
         self.kind, self.total, self.power = kind, max(int(total), 1), float(power)
+        self.warmup = int(warmup)
 
     def __call__(self, step: int) -> float:
+        ramp = min((step + 1) / self.warmup, 1.0) if self.warmup else 1.0
         if self.kind == "constant":
-            return 1.0
-        return max(1.0 - step / self.total, 0.0) ** self.power
+            return ramp
+        return ramp * max(1.0 - step / self.total, 0.0) ** self.power
 
 
 def lr_schedule(
@@ -113,15 +116,20 @@ def lr_schedule(
     total_steps: int,
     schedule: Literal["poly", "constant"] = "poly",
     poly_power: float = 0.9,
+    warmup_steps: int = 0,
 ) -> LambdaLR:
-    """Per-iteration schedule: ``poly`` (1 − it/total)^power, or ``constant``."""
+    """Per-iteration schedule: ``poly`` (1 − it/total)^power, or ``constant``; with
+    ``warmup_steps`` > 0 the factor rises linearly to it over the first iterations."""
     if schedule not in SCHEDULES:
         raise ValueError(f"optimizer.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
-    return LambdaLR(optimizer, PolyFactor(schedule, total_steps, poly_power))
+    if isinstance(warmup_steps, bool) or int(warmup_steps) != warmup_steps or warmup_steps < 0:
+        raise ValueError(f"optimizer.warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    return LambdaLR(optimizer, PolyFactor(schedule, total_steps, poly_power, warmup_steps))
 
 
 def build_schedule(
     cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, total_steps: int
 ) -> LambdaLR:
-    """The schedule of an ``optimizer`` config (its ``schedule`` / ``poly_power`` keys)."""
+    """The schedule of an ``optimizer`` config (its ``schedule`` / ``poly_power`` /
+    ``warmup_steps`` keys)."""
     return lr_schedule(optimizer, total_steps, **{k: cfg[k] for k in SCHEDULE_KEYS if k in cfg})

@@ -54,3 +54,24 @@ def test_bad_schedule_name():
     opt = build_optimizer({"name": "sgd", "lr": 0.1}, _groups())
     with pytest.raises(ValueError, match="poly, constant"):
         build_schedule({"schedule": "cosine"}, opt, 10)
+
+
+def test_linear_warmup_then_poly():
+    cfg = {"name": "sgd", "lr": 0.1, "poly_power": 1.0, "warmup_steps": 4}
+    opt = build_optimizer(cfg, _groups())
+    sched = build_schedule(cfg, opt, total_steps=10)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[1]["lr"])
+        opt.step()
+        sched.step()
+    # step s: min((s + 1)/4, 1) · (1 − s/10): 0.25·1, 0.5·0.9, 0.75·0.8, 1·0.7, 0.6, 0.5
+    assert lrs == pytest.approx([0.025, 0.045, 0.06, 0.07, 0.06, 0.05])
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2 * 0.04)  # the group's lr_scale kept
+
+
+@pytest.mark.parametrize("warmup", [-1, 2.5, True])
+def test_bad_warmup_is_refused(warmup):
+    opt = build_optimizer({"name": "sgd", "lr": 0.1}, _groups())
+    with pytest.raises(ValueError, match="optimizer.warmup_steps must be an integer >= 0"):
+        build_schedule({"warmup_steps": warmup}, opt, 10)
