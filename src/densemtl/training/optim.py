@@ -83,6 +83,7 @@ def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
     name, options, schedule = split_optimizer_config(cfg)
     OPTIMIZERS.check(name, options, skip=("groups",))
     check_kwargs(lr_schedule, schedule, "optimizer", skip=("optimizer", "total_steps"))
+    check_schedule(**schedule)
 
 
 def build_optimizer(cfg: Mapping[str, Any], groups: Sequence[dict]) -> torch.optim.Optimizer:
@@ -120,11 +121,16 @@ def lr_schedule(
 ) -> LambdaLR:
     """Per-iteration schedule: ``poly`` (1 − it/total)^power, or ``constant``; with
     ``warmup_steps`` > 0 the factor rises linearly to it over the first iterations."""
+    check_schedule(schedule, poly_power, warmup_steps)
+    return LambdaLR(optimizer, PolyFactor(schedule, total_steps, poly_power, warmup_steps))
+
+
+def check_schedule(schedule: str = "poly", poly_power: float = 0.9, warmup_steps: int = 0) -> None:
+    """Refuse a schedule name or warm-up length ``lr_schedule`` cannot use, naming the key."""
     if schedule not in SCHEDULES:
         raise ValueError(f"optimizer.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
     if isinstance(warmup_steps, bool) or int(warmup_steps) != warmup_steps or warmup_steps < 0:
         raise ValueError(f"optimizer.warmup_steps must be an integer >= 0, got {warmup_steps!r}")
-    return LambdaLR(optimizer, PolyFactor(schedule, total_steps, poly_power, warmup_steps))
 
 
 def build_schedule(

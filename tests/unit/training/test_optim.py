@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from densemtl.training.optim import build_optimizer, build_schedule
+from densemtl.training.optim import build_optimizer, build_schedule, check_optimizer_config
 
 
 def _groups():
@@ -75,3 +75,5 @@ def test_bad_warmup_is_refused(warmup):
     opt = build_optimizer({"name": "sgd", "lr": 0.1}, _groups())
     with pytest.raises(ValueError, match="optimizer.warmup_steps must be an integer >= 0"):
         build_schedule({"warmup_steps": warmup}, opt, 10)
+    with pytest.raises(ValueError, match="optimizer.warmup_steps"):  # at start-up, too
+        check_optimizer_config({"name": "sgd", "lr": 0.1, "warmup_steps": warmup})
